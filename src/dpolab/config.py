@@ -1,0 +1,131 @@
+"""Study config: schema validation (defaults from the schema) and the cross-key checks
+JSON Schema cannot express. Runs in the Snakefile before any job, and in tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+from dpolab import losses
+from dpolab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def format_value(value) -> str:
+    """How a grid value is written in paths and names: shortest round-tripping form."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _schema_error(error) -> ConfigError:
+    path = ".".join(str(p) for p in error.absolute_path) or "<config>"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        key = f"{path}.{missing}" if path != "<config>" else missing
+        return ConfigError(f"{key}: required key is missing")
+    if error.validator == "additionalProperties":
+        return ConfigError(f"{path}: {error.message}")
+    return ConfigError(f"{path}: {error.message}")
+
+
+def validate_config(config: dict) -> dict:
+    """Fill defaults from the schema, validate, then run the cross-key checks. In place."""
+    import jsonschema
+
+    try:
+        validate(config, str(SCHEMA), set_default=True)
+    except Exception as exc:  # snakemake wraps the jsonschema error in a WorkflowError
+        cause = exc
+        while cause is not None and not isinstance(cause, jsonschema.ValidationError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise ConfigError(f"<config>: {exc}") from exc
+        raise _schema_error(cause) from None
+    check_study_config(config)
+    return config
+
+
+def check_study_config(config: dict) -> None:
+    """Cross-key checks: grid variants are defined, their losses exist and their
+    parameters are in range, the model source has what it needs."""
+    variants = config["variants"]
+    for name, spec in variants.items():
+        params = {k: v for k, v in spec.items() if k != "loss"}
+        losses.check_params(spec["loss"], params, where=f"variants.{name}")
+    for index, name in enumerate(config["grid"]["variants"]):
+        if name not in variants:
+            raise ConfigError(
+                f"grid.variants[{index}]: unknown variant {name!r}; defined in variants: {', '.join(sorted(variants))}"
+            )
+    model = config["model"]
+    if model["source"] in ("local", "hub") and not model.get("path"):
+        raise ConfigError(f"model.path: required when model.source is {model['source']!r}")
+    if model["source"] == "local" and not Path(model["path"]).is_dir():
+        raise ConfigError(f"model.path: {model['path']!r} is not a folder (model.source is 'local')")
+    if model["source"] == "scratch":
+        scratch = model["scratch"]
+        if scratch["hidden_size"] % scratch["num_attention_heads"]:
+            raise ConfigError("model.scratch.hidden_size: must be divisible by num_attention_heads")
+    data = config["data"]
+    if data["prompt_min_tokens"] > data["prompt_max_tokens"]:
+        raise ConfigError("data.prompt_min_tokens: must be <= data.prompt_max_tokens")
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    """Read a YAML study config, apply overrides, validate (defaults filled in)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config must be a mapping")
+    config.update(overrides or {})
+    return validate_config(config)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One trained policy of the study."""
+
+    variant: str
+    beta: float
+    seed: int
+    loss: str
+    loss_params: dict
+
+    @property
+    def path(self) -> str:
+        return f"variant~{self.variant}/beta~{format_value(self.beta)}/seed~{self.seed}"
+
+
+def grid_points(config: dict) -> list[GridPoint]:
+    points = []
+    for v in config["grid"]["variants"]:
+        spec = config["variants"][v]
+        params = losses.check_params(spec["loss"], {k: x for k, x in spec.items() if k != "loss"}, where=f"variants.{v}")
+        for b in config["grid"]["betas"]:
+            for s in config["grid"]["seeds"]:
+                points.append(GridPoint(v, float(b), int(s), spec["loss"], params))
+    return points
+
+
+def grid_point(config: dict, variant: str, beta: str | float, seed: str | int) -> GridPoint:
+    for point in grid_points(config):
+        if point.variant == variant and format_value(point.beta) == format_value(float(beta)) and point.seed == int(seed):
+            return point
+    raise KeyError(f"no grid point variant={variant} beta={beta} seed={seed}")
+
+
+def policies(config: dict) -> list[str]:
+    """Policy ids as used in paths: `sft` and one `variant~v/beta~b/seed~s` per grid point."""
+    return ["sft"] + [p.path for p in grid_points(config)]
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]

