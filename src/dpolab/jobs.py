@@ -1,0 +1,63 @@
+"""The thin layer between a Snakemake `script:` job and dpolab: log redirection, threads,
+and the job's MLflow child run (named and tagged from the job's rule and wildcards)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from dpolab import tracking
+
+GRID_TAGS = ("variant", "beta", "seed", "temperature", "policy")
+
+
+def redirect_output(log_path: str) -> None:
+    """Send this process's stdout/stderr (file descriptors too: vLLM and torch write there)
+    to the job's Snakemake log."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    handle = open(log_path, "a", buffering=1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(handle.fileno(), 1)
+    os.dup2(handle.fileno(), 2)
+    sys.stdout = sys.stderr = handle
+    logging.basicConfig(level=logging.INFO, stream=handle, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+
+
+def set_threads(threads: int) -> None:
+    threads = max(int(threads), 1)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[key] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def grid_tags(wildcards) -> dict:
+    """Tags from wildcards; a policy id `variant~v/beta~b/seed~s` is split into its parts."""
+    tags = {k: v for k, v in dict(wildcards).items() if k in GRID_TAGS}
+    policy = tags.get("policy")
+    if policy == "sft":
+        tags["variant"] = "sft"
+    elif policy:
+        tags.update(dict(part.split("~", 1) for part in policy.split("/")))
+    return tags
+
+
+@contextmanager
+def job(snakemake, stage: str, params: dict | None = None):
+    """Set up a job and open its MLflow child run; yields the run."""
+    redirect_output(snakemake.log[0])
+    set_threads(snakemake.threads)
+    tags = grid_tags(snakemake.wildcards)
+    suffix = "/".join(f"{k}~{v}" for k, v in dict(snakemake.wildcards).items()) or ""
+    name = f"{snakemake.rule}/{suffix}" if suffix else snakemake.rule
+    study_run_file = snakemake.input.get("study_run") or snakemake.input[0]
+    logging.getLogger("dpolab").info("job %s (threads=%s)", name, snakemake.threads)
+    with tracking.job_run(
+        study_run_file, rule=snakemake.rule, stage=stage, name=name, tags=tags, params=params, config=snakemake.config
+    ) as run:
+        yield run

@@ -1,0 +1,20 @@
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Llama made from scratch with the package model's tokenizer (as configs/smoke.yaml)."""
+    from dpolab.config import load_config, ROOT
+    from dpolab.models import prepare_base_model
+
+    config = load_config(ROOT / "configs" / "smoke.yaml")
+    model_cfg = dict(config["model"], scratch=dict(config["model"]["scratch"], hidden_size=32, intermediate_size=64))
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    prepare_base_model(model_cfg, out)
+    return out

@@ -1,0 +1,63 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from dpolab.data import DataConfig, assign_splits, build, clean_review, load_imdb_reviews, make_prompts
+from dpolab.judges import GoldJudge, JudgeConfig, VaderJudge
+
+
+def test_split_is_deterministic_and_disjoint():
+    a = assign_splits(1000, seed=3, eval_fraction=0.1, test_fraction=0.2)
+    b = assign_splits(1000, seed=3, eval_fraction=0.1, test_fraction=0.2)
+    c = assign_splits(1000, seed=4, eval_fraction=0.1, test_fraction=0.2)
+    assert (a == b).all()
+    assert not (a == c).all()
+    assert {s: int((a == s).sum()) for s in ("train", "eval", "test")} == {"train": 700, "eval": 100, "test": 200}
+
+
+def test_prompts_are_prefixes_of_2_to_8_tokens():
+    reviews = pd.DataFrame({"text": [f"w{i} " * 20 for i in range(50)], "label": [i % 2 for i in range(50)]})
+    prompts = make_prompts(reviews, 40, np.random.default_rng(0), 2, 8)
+    lengths = prompts["prompt"].str.split().str.len()
+    assert lengths.between(2, 8).all() and lengths.nunique() > 3
+    assert prompts["prompt"].is_unique  # distinct reviews
+    again = make_prompts(reviews, 40, np.random.default_rng(0), 2, 8)
+    pd.testing.assert_frame_equal(prompts, again)
+
+
+def test_imdb_reviews_from_package():
+    reviews = load_imdb_reviews()
+    assert len(reviews) == 25000
+    assert reviews["label"].mean() == pytest.approx(0.5)
+    assert not reviews["text"].str.contains("<br").any()
+    assert clean_review("a<br /><br />b  c") == "a b c"
+
+
+def test_build_writes_the_same_data_twice(tmp_path):
+    cfg = DataConfig(n_train_prompts=20, n_test_prompts=10, n_sft_texts=30)
+    card = build(cfg, tmp_path / "a")
+    build(cfg, tmp_path / "b")
+    for name in ("prompts_train", "prompts_test", "sft_train"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{name}.parquet"), pd.read_parquet(tmp_path / "b" / f"{name}.parquet"))
+    assert card["prompts"] == {"train": 20, "test": 10}
+    reviews = pd.read_parquet(tmp_path / "a" / "reviews.parquet")
+    test_texts = set(reviews.loc[reviews["split"] == "test", "text"])
+    assert all(any(t.startswith(p) for t in test_texts) for p in pd.read_parquet(tmp_path / "a" / "prompts_test.parquet")["prompt"][:3])
+
+
+def test_gold_judge_round_trips_without_pickle(tmp_path):
+    texts = ["great wonderful film", "awful boring mess", "wonderful acting great", "boring awful plot"] * 10
+    labels = [1, 0, 1, 0] * 10
+    judge = GoldJudge.fit(texts, labels, JudgeConfig(max_features=100, ngram_max=1))
+    judge.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["judge.json", "vocabulary.json", "weights.npz"]
+    loaded = GoldJudge.load(tmp_path)
+    probe = ["a great film", "an awful film", "nothing known here"]
+    assert np.allclose(judge.score(probe), loaded.score(probe))
+    assert loaded.score(["great"])[0] > 0.5 > loaded.score(["awful"])[0]
+    assert judge.accuracy(texts, labels) == 1.0
+
+
+def test_vader_is_signed():
+    scores = VaderJudge().score(["I loved it, wonderful!", "Terrible, I hated it."])
+    assert scores[0] > 0 > scores[1]

@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from dpolab.evaluate import bootstrap_ci, evaluate_policy, kl_estimate, win_outcomes
+from dpolab.pairs import build_pairs, inject_length_bias
+
+
+def test_win_outcomes_count_ties_half():
+    assert win_outcomes([0.9, 0.5, 0.1, 0.3], [0.1, 0.5, 0.9, 0.3]).tolist() == [1.0, 0.5, 0.0, 0.5]
+
+
+def test_kl_estimate_is_mean_summed_log_ratio():
+    assert kl_estimate([-10.0, -4.0], [-12.0, -5.0]) == pytest.approx(1.5)
+    assert kl_estimate([-3.0, -2.0], [-3.0, -2.0]) == 0.0
+
+
+def test_bootstrap_ci_brackets_mean_and_degenerates_on_constant_data():
+    values = np.random.default_rng(0).normal(1.0, 1.0, size=400)
+    low, high = bootstrap_ci(values, resamples=1000, confidence=0.95, seed=0)
+    assert low < values.mean() < high
+    # standard error 0.05: a 95% interval is about +-0.1 wide
+    assert 0.15 < high - low < 0.25
+    assert bootstrap_ci(np.full(10, 0.5), resamples=1000, confidence=0.95, seed=0) == (0.5, 0.5)
+
+
+def _samples(scores, lengths):
+    n = len(scores)
+    return pd.DataFrame({
+        "prompt_id": range(n), "gold_score": scores, "vader_score": [0.0] * n,
+        "completion_tokens": lengths, "completion": ["x" * k for k in lengths],
+    })
+
+
+def test_evaluate_policy_arithmetic():
+    policy = _samples([0.9, 0.8, 0.2, 0.5], [10, 20, 30, 40])
+    sft = _samples([0.1, 0.8, 0.6, 0.4], [5, 5, 5, 5])[["prompt_id", "gold_score"]]
+    metrics = evaluate_policy(policy, sft, policy_logps=np.array([-1.0, -2.0, -3.0, -4.0]),
+                              reference_logps=np.array([-2.0, -2.0, -4.0, -4.0]), resamples=500, confidence=0.95, seed=0)
+    assert metrics["win_rate"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert metrics["reward_mean"] == pytest.approx(0.6)
+    assert metrics["kl_mean"] == pytest.approx(0.5)
+    assert metrics["length_mean"] == 25 and metrics["length_median"] == 25
+    assert metrics["win_rate_ci_low"] <= metrics["win_rate"] <= metrics["win_rate_ci_high"]
+
+
+class _S:
+    def __init__(self, text, n):
+        self.completion, self.completion_token_ids = text, list(range(n))
+
+
+def test_pairs_take_best_and_worst_and_length_bias_relabels_a_known_fraction():
+    prompts = pd.DataFrame({"prompt_id": [0, 1, 2, 3], "prompt": ["a", "b", "c", "d"]})
+    samples = [[_S("long", 9), _S("short", 2), _S("mid", 5)] for _ in range(4)]
+    # the short completion scores best everywhere, the long one worst
+    scores = [np.array([0.1, 0.9, 0.5])] * 4
+    pairs = build_pairs(prompts, samples, scores, min_score_margin=0.0, length_bias=0.0, seed=0)
+    assert (pairs["chosen"] == "short").all() and (pairs["rejected"] == "long").all()
+    biased = inject_length_bias(pairs, 0.5, seed=0)
+    assert biased["relabelled_for_length"].sum() == 2
+    flipped = biased[biased["relabelled_for_length"]]
+    assert (flipped["chosen"] == "long").all() and (flipped["chosen_tokens"] == 9).all() and (flipped["chosen_score"] == 0.1).all()
+    with pytest.raises(ValueError, match="no preference pairs"):
+        build_pairs(prompts, samples, scores, min_score_margin=0.9, length_bias=0.0, seed=0)

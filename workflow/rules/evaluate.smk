@@ -1,0 +1,19 @@
+# One job per policy: judges and models load once, then every temperature is evaluated.
+rule evaluate:
+    input:
+        study_run=STUDY_RUN,
+        samples=expand(f"{STUDY}/generate/{{{{policy}}}}/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
+        sft_samples=expand(f"{STUDY}/generate/sft/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
+        judge=f"{STUDY}/judge/gold",
+        model=policy_model_dir,
+        reference=f"{STUDY}/sft/model",
+    output:
+        metrics=expand(f"{STUDY}/evaluate/{{{{policy}}}}/temp~{{temperature}}/metrics.json", temperature=TEMPERATURES),
+        scored=expand(f"{STUDY}/evaluate/{{{{policy}}}}/temp~{{temperature}}/scored.parquet", temperature=TEMPERATURES),
+    log:
+        f"{STUDY}/logs/evaluate/{{policy}}.log",
+    benchmark:
+        f"{STUDY}/benchmarks/evaluate/{{policy}}.tsv"
+    threads: 1
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,16 @@
+# Reference log-probs for every pair, computed once and read by every DPO job.
+rule reference:
+    input:
+        study_run=STUDY_RUN,
+        sft=f"{STUDY}/sft/model",
+        pairs=f"{STUDY}/pairs/pairs.parquet",
+    output:
+        logps=f"{STUDY}/reference/logps.parquet",
+        meta=f"{STUDY}/reference/meta.json",
+    log:
+        f"{STUDY}/logs/reference.log",
+    benchmark:
+        f"{STUDY}/benchmarks/reference.tsv"
+    threads: heavy_threads()
+    script:
+        "../scripts/reference.py"

@@ -1,0 +1,28 @@
+rule base_model:
+    input:
+        STUDY_RUN,
+    output:
+        model=directory(f"{STUDY}/base/model"),
+    log:
+        f"{STUDY}/logs/base_model.log",
+    benchmark:
+        f"{STUDY}/benchmarks/base_model.tsv"
+    script:
+        "../scripts/base_model.py"
+
+
+rule sft:
+    input:
+        study_run=STUDY_RUN,
+        base=f"{STUDY}/base/model",
+        texts=f"{STUDY}/data/sft_train.parquet",
+    output:
+        model=directory(f"{STUDY}/sft/model"),
+        train_log=f"{STUDY}/sft/train_log.json",
+    log:
+        f"{STUDY}/logs/sft.log",
+    benchmark:
+        f"{STUDY}/benchmarks/sft.tsv"
+    threads: heavy_threads()
+    script:
+        "../scripts/sft.py"

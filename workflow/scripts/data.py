@@ -1,0 +1,12 @@
+from pathlib import Path
+
+import mlflow
+
+from dpolab import jobs
+from dpolab.data import DataConfig, build
+
+cfg = DataConfig(**snakemake.config["data"])
+with jobs.job(snakemake, "data", params={"data": snakemake.config["data"]}):
+    card = build(cfg, Path(snakemake.output.card).parent)
+    mlflow.log_metrics({f"reviews_{k}": v for k, v in card["reviews"].items()})
+    mlflow.log_artifact(snakemake.output.card)

@@ -1,0 +1,27 @@
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from dpolab import jobs
+from dpolab.generate import make_sampler
+
+cfg = snakemake.config["generation"]
+with jobs.job(snakemake, "generate", params={"generation": cfg}):
+    prompts = pd.read_parquet(snakemake.input.prompts)
+    requests = list(zip(prompts["prompt_id"].tolist(), prompts["prompt"]))
+    sampler = make_sampler(
+        cfg["engine"], Path(snakemake.input.model), max_model_len=cfg["max_new_tokens"] + 64, seed=cfg["seed"],
+        device=snakemake.config["device"], cache_dir=Path(snakemake.output.samples[0]).parents[2] / "vllm-cache",
+    )
+    for temperature, out_file in zip(snakemake.config["generation"]["temperatures"], snakemake.output.samples):
+        # The same seeds for every policy: policies differ only by their weights.
+        rows = sampler.sample(requests, n=1, temperature=float(temperature), top_p=cfg["top_p"],
+                              max_new_tokens=cfg["max_new_tokens"], seed=cfg["seed"])
+        with open(out_file, "w") as handle:
+            for (pid, prompt), (sample,) in zip(requests, rows):
+                record = {"prompt": prompt, "temperature": float(temperature), **asdict(sample)}
+                handle.write(json.dumps(record) + "\n")
+        mlflow.log_artifact(out_file, artifact_path=f"generations/temp~{float(temperature):g}")

@@ -1,0 +1,21 @@
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from dpolab import jobs
+from dpolab.train import compute_reference_logps
+
+cfg = snakemake.config["dpo"]
+with jobs.job(snakemake, "reference", params={"dpo.max_length": cfg["max_length"]}):
+    pairs = pd.read_parquet(snakemake.input.pairs)
+    reference = compute_reference_logps(
+        Path(snakemake.input.sft), pairs, cfg, Path(snakemake.output.logps).parent,
+        use_cpu=snakemake.config["device"] == "cpu",
+    )
+    mlflow.log_metrics({
+        "pairs": len(reference),
+        "ref_chosen_logps_mean": float(reference["ref_chosen_logps"].mean()),
+        "ref_rejected_logps_mean": float(reference["ref_rejected_logps"].mean()),
+    })
+    mlflow.log_artifact(snakemake.output.meta)

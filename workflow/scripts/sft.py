@@ -1,0 +1,15 @@
+from pathlib import Path
+
+import mlflow
+
+from dpolab import jobs
+from dpolab.train import run_sft
+
+cfg = snakemake.config["sft"]
+with jobs.job(snakemake, "sft", params={"sft": cfg}):
+    out_dir = Path(snakemake.output.model).parent
+    result = run_sft(
+        Path(snakemake.input.base), Path(snakemake.input.texts), cfg, out_dir,
+        use_cpu=snakemake.config["device"] == "cpu", mlflow_active=True,
+    )
+    mlflow.log_metrics({"final_train_loss": result["train_loss"]})
