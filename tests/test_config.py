@@ -88,13 +88,12 @@ def test_snakemake_stops_before_any_job(tmp_path):
 def test_dry_run(name):
     snakemake = Path(sys.executable).with_name("snakemake")
     result = subprocess.run(
-        [str(snakemake), "-n", "--quiet", "rules", "--configfile", f"configs/{name}.yaml"],
+        [str(snakemake), "-n", "--forceall", "--quiet", "rules", "--configfile", f"configs/{name}.yaml"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     n_grid = len(grid_points(load_config(ROOT / "configs" / f"{name}.yaml")))
-    assert f"dpo{' ' * 1}" in out
     for rule in ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "generate", "evaluate", "summary"):
         assert rule in out, rule
     dpo_line = [line for line in out.splitlines() if line.split()[:1] == ["dpo"]]

@@ -51,6 +51,7 @@ def grid_tags(wildcards) -> dict:
 def job(snakemake, stage: str, params: dict | None = None):
     """Set up a job and open its MLflow child run; yields the run."""
     redirect_output(snakemake.log[0])
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: no usage reporting
     set_threads(snakemake.threads)
     tags = grid_tags(snakemake.wildcards)
     suffix = "/".join(f"{k}~{v}" for k, v in dict(snakemake.wildcards).items()) or ""
