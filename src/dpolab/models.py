@@ -71,8 +71,12 @@ def prepare_base_model(model_cfg: dict, out_dir: Path) -> dict:
         origin = f"scratch from {gguf_path(model_cfg).name} tokenizer"
     else:  # local folder or hub id: the same transformers call
         kwargs = {"revision": model_cfg["revision"]} if model_cfg["revision"] else {}
-        tokenizer = AutoTokenizer.from_pretrained(model_cfg["path"], **remote, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(model_cfg["path"], dtype=torch.float32, **remote, **kwargs)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_cfg["path"], **remote, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(model_cfg["path"], dtype=torch.float32, **remote, **kwargs)
+        except OSError as error:
+            where = "the Hub (no network, or HF_HUB_OFFLINE set?)" if source == "hub" else "its folder"
+            raise OSError(f"model.path: cannot load {model_cfg['path']!r} from {where}: {error}") from error
         origin = model_cfg["path"]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
