@@ -26,6 +26,7 @@ def summary_table(metric_files: list[Path]) -> pd.DataFrame:
     if missing:
         raise ValueError(f"metrics files lack columns {missing}")
     table = table[SUMMARY_COLUMNS + [c for c in table.columns if c not in SUMMARY_COLUMNS]]
+    table["seed"] = table["seed"].astype("Int64")  # empty for SFT, an integer otherwise
     order = table["variant"].ne("sft")  # SFT first, then the grid in config order
     return table.assign(_o=order).sort_values(["_o", "variant", "beta", "seed", "temperature"], kind="stable").drop(columns="_o")
 

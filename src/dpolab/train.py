@@ -27,15 +27,9 @@ CPU_SAFE = dict(
 )
 
 
-def _report_to(mlflow_active: bool) -> list[str]:
-    return ["mlflow"] if mlflow_active else []
-
-
-def run_sft(base_dir: Path, sft_texts: Path, cfg: dict, out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
-    """Supervised fine-tuning on review text (plain language modelling)."""
-    model, tokenizer = load_policy(base_dir)
-    dataset = Dataset.from_pandas(pd.read_parquet(sft_texts)[["text"]], preserve_index=False)
-    args = SFTConfig(
+def _trainer_args(cfg: dict, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_active: bool) -> dict:
+    """TrainingArguments shared by the SFT and DPO configs, from a config section."""
+    return dict(
         output_dir=str(out_dir / "trainer"),
         max_steps=cfg["max_steps"],
         per_device_train_batch_size=cfg["batch_size"],
@@ -43,12 +37,18 @@ def run_sft(base_dir: Path, sft_texts: Path, cfg: dict, out_dir: Path, *, use_cp
         warmup_steps=cfg["warmup_steps"],
         max_length=cfg["max_length"],
         logging_steps=cfg["logging_steps"],
-        seed=cfg["seed"],
+        seed=seed,
         use_cpu=use_cpu,
-        report_to=_report_to(mlflow_active),
-        packing=False,
+        report_to=["mlflow"] if mlflow_active else [],
         **CPU_SAFE,
     )
+
+
+def run_sft(base_dir: Path, sft_texts: Path, cfg: dict, out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
+    """Supervised fine-tuning on review text (plain language modelling)."""
+    model, tokenizer = load_policy(base_dir)
+    dataset = Dataset.from_pandas(pd.read_parquet(sft_texts)[["text"]], preserve_index=False)
+    args = SFTConfig(**_trainer_args(cfg, out_dir, seed=cfg["seed"], use_cpu=use_cpu, mlflow_active=mlflow_active), packing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     result = trainer.train()
     model_dir = out_dir / "model"
@@ -71,20 +71,10 @@ def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) ->
 
 def dpo_args(cfg: dict, out_dir: Path, *, beta: float, seed: int, use_cpu: bool, mlflow_active: bool) -> DPOConfig:
     return DPOConfig(
-        output_dir=str(out_dir / "trainer"),
+        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active),
         beta=beta,
-        max_steps=cfg["max_steps"],
-        per_device_train_batch_size=cfg["batch_size"],
         gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
-        learning_rate=cfg["learning_rate"],
-        warmup_steps=cfg["warmup_steps"],
-        max_length=cfg["max_length"],
-        logging_steps=cfg["logging_steps"],
-        seed=seed,
-        use_cpu=use_cpu,
-        report_to=_report_to(mlflow_active),
         precompute_ref_log_probs=True,
-        **CPU_SAFE,
     )
 
 
