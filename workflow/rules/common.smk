@@ -29,8 +29,13 @@ wildcard_constraints:
     temperature=_one_of(TEMPERATURES),
 
 
+def stage_threads():
+    """A stage that runs alone in the DAG (sft, pairs, reference) takes every core (max 8)."""
+    return max(1, min(workflow.cores, 8))
+
+
 def heavy_threads():
-    """Training and generation take half the cores (at least 1, at most 8) so two jobs run
+    """Grid jobs (dpo, generate) take half the cores (at least 1, at most 8) so two run
     side by side: per-job start-up (imports, engine set-up) is single-threaded, and on small
     machines one thread per job is the steady setting. Profiles may override (set-threads)."""
     return max(1, min(workflow.cores // 2, 8))

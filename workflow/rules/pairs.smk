@@ -11,6 +11,6 @@ rule pairs:
         f"{STUDY}/logs/pairs.log",
     benchmark:
         f"{STUDY}/benchmarks/pairs.tsv"
-    threads: heavy_threads()
+    threads: stage_threads()
     script:
         "../scripts/pairs.py"

@@ -11,6 +11,6 @@ rule reference:
         f"{STUDY}/logs/reference.log",
     benchmark:
         f"{STUDY}/benchmarks/reference.tsv"
-    threads: heavy_threads()
+    threads: stage_threads()
     script:
         "../scripts/reference.py"

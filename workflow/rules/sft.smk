@@ -23,6 +23,6 @@ rule sft:
         f"{STUDY}/logs/sft.log",
     benchmark:
         f"{STUDY}/benchmarks/sft.tsv"
-    threads: heavy_threads()
+    threads: stage_threads()
     script:
         "../scripts/sft.py"
