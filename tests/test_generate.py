@@ -1,0 +1,32 @@
+"""The transformers fallback sampler: per-request seeds make samples reproducible and
+independent of the order requests come in. (vLLM, the default engine, runs in the e2e test.)"""
+
+from dpolab.generate import TransformersSampler, make_sampler, request_seed
+
+import pytest
+
+
+def test_request_seeds_are_distinct_and_stable():
+    seeds = {request_seed(0, pid, i) for pid in range(100) for i in range(4)}
+    assert len(seeds) == 400
+    assert request_seed(3, 7, 1) == request_seed(3, 7, 1)
+
+
+def test_transformers_sampler_is_reproducible(tiny_model_dir):
+    sampler = make_sampler("transformers", tiny_model_dir, max_model_len=64, seed=0)
+    assert isinstance(sampler, TransformersSampler)
+    prompts = [(0, "This movie was"), (1, "I watched it")]
+    kwargs = dict(n=2, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=5)
+    first = sampler.sample(prompts, **kwargs)
+    again = sampler.sample(prompts[::-1], **kwargs)[::-1]  # order of requests does not matter
+    assert [[s.completion_token_ids for s in row] for row in first] == [[s.completion_token_ids for s in row] for row in again]
+    assert all(len(s.completion_token_ids) <= 6 for row in first for s in row)
+    assert first[0][0].prompt_token_ids == sampler.tokenizer("This movie was").input_ids
+    greedy = sampler.sample(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=6, seed=1)
+    greedy_other_seed = sampler.sample(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=6, seed=2)
+    assert [r[0].completion_token_ids for r in greedy] == [r[0].completion_token_ids for r in greedy_other_seed]
+
+
+def test_unknown_engine():
+    with pytest.raises(ValueError, match="generation.engine"):
+        make_sampler("tgi", None, max_model_len=8, seed=0)
