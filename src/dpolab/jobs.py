@@ -47,13 +47,19 @@ def grid_tags(wildcards) -> dict:
     return tags
 
 
+def temperatures_tag(config: dict) -> dict:
+    """The `temperature` tag of a job that covers every configured temperature."""
+    return {"temperature": ",".join(f"{float(t):g}" for t in config["generation"]["temperatures"])}
+
+
 @contextmanager
-def job(snakemake, stage: str, params: dict | None = None):
-    """Set up a job and open its MLflow child run; yields the run."""
+def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = None):
+    """Set up a job and open its MLflow child run; yields the run. `tags` adds to the
+    wildcard tags (e.g. the temperatures a generate job covers)."""
     redirect_output(snakemake.log[0])
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: no usage reporting
     set_threads(snakemake.threads)
-    tags = grid_tags(snakemake.wildcards)
+    tags = {**grid_tags(snakemake.wildcards), **(tags or {})}
     suffix = "/".join(f"{k}~{v}" for k, v in dict(snakemake.wildcards).items()) or ""
     name = f"{snakemake.rule}/{suffix}" if suffix else snakemake.rule
     study_run_file = snakemake.input.get("study_run") or snakemake.input[0]

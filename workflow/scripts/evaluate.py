@@ -19,7 +19,7 @@ else:
     point = grid_point(config, parts["variant"], parts["beta"], parts["seed"])
     identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed}
 
-with jobs.job(snakemake, "evaluate", params={"evaluation": ev}):
+with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(snakemake.config), params={"evaluation": ev}):
     gold, vader = GoldJudge.load(Path(inputs.judge)), VaderJudge()
     reference, _ = load_policy(Path(inputs.reference))
     policy = reference if wildcards.policy == "sft" else load_policy(Path(inputs.model))[0]

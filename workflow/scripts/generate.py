@@ -9,7 +9,7 @@ from dpolab import jobs
 from dpolab.generate import make_sampler
 
 cfg = snakemake.config["generation"]
-with jobs.job(snakemake, "generate", params={"generation": cfg}):
+with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(snakemake.config), params={"generation": cfg}):
     prompts = pd.read_parquet(snakemake.input.prompts)
     requests = list(zip(prompts["prompt_id"].tolist(), prompts["prompt"]))
     sampler = make_sampler(
