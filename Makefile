@@ -41,7 +41,7 @@ test-unit: env
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 mlflow-ui: env
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) --workers 1 \
 		--backend-store-uri sqlite:///$(abspath results/$(STUDY)/mlflow.db)
 
 clean-env:
