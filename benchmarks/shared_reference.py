@@ -25,7 +25,7 @@ from transformers import TrainerCallback  # noqa: E402
 from trl import DPOTrainer  # noqa: E402
 
 from dpolab.models import load_policy  # noqa: E402
-from dpolab.train import RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset  # noqa: E402
+from dpolab.train import DPOSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset  # noqa: E402
 
 
 class StepTimer(TrainerCallback):
@@ -49,7 +49,7 @@ def synthetic_pairs(n: int) -> pd.DataFrame:
     })
 
 
-def train(kind: str, model_dir: Path, pairs: pd.DataFrame, reference: pd.DataFrame | None, cfg: dict, out: Path):
+def train(kind: str, model_dir: Path, pairs: pd.DataFrame, reference: pd.DataFrame | None, cfg: DPOSettings, out: Path):
     model, tokenizer = load_policy(model_dir)
     timer = StepTimer()
     args = dpo_args(cfg, out / kind, beta=0.1, seed=0, use_cpu=True, mlflow_active=False)
@@ -76,8 +76,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = {"max_steps": args.steps, "batch_size": args.batch_size, "gradient_accumulation_steps": 1,
-           "learning_rate": 1e-5, "warmup_steps": 0, "max_length": args.max_length, "logging_steps": 1}
+    cfg = DPOSettings(max_steps=args.steps, batch_size=args.batch_size, gradient_accumulation_steps=1,
+                      learning_rate=1e-5, warmup_steps=0, max_length=args.max_length, logging_steps=1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = args.model

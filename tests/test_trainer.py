@@ -8,7 +8,7 @@ import torch
 from dpolab import losses
 from dpolab.evaluate import completion_logps
 from dpolab.models import load_policy
-from dpolab.train import RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset
+from dpolab.train import DPOSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset
 
 PAIRS = pd.DataFrame({
     "pair_id": range(6),
@@ -16,8 +16,8 @@ PAIRS = pd.DataFrame({
     "chosen": [" great fun", " and loved it", " is brilliant", " superb here", " wonderful film", " was I so happy"],
     "rejected": [" awful", " and hated every minute", " is dull", " bad", " mess", " will I watch this"],
 })
-CFG = {"max_steps": 1, "batch_size": 6, "gradient_accumulation_steps": 1, "learning_rate": 1e-3,
-       "warmup_steps": 0, "max_length": 32, "logging_steps": 1}
+CFG = DPOSettings(max_steps=1, batch_size=6, gradient_accumulation_steps=1, learning_rate=1e-3,
+                  warmup_steps=0, max_length=32, logging_steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,11 @@ def test_first_step_loss_equals_registry(tiny_model_dir, reference, tmp_path, lo
     assert logged == pytest.approx(expected, rel=1e-4, abs=1e-5)
     if loss_name == "dpo":  # the policy is the reference at step 0
         assert logged == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-4)
+
+
+def test_settings_name_the_bad_field():
+    with pytest.raises(ValueError, match=r"dpo\.learning_rate: must be a positive number, got 0"):
+        DPOSettings(max_steps=1, batch_size=1, gradient_accumulation_steps=1, learning_rate=0,
+                    warmup_steps=0, max_length=8, logging_steps=1)
+    with pytest.raises(TypeError, match="max_stepz"):
+        DPOSettings(max_stepz=1)

@@ -4,6 +4,7 @@ precompute), and DPO over our loss registry (a DPOTrainer subclass)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +16,6 @@ from dpolab import losses
 from dpolab.models import load_policy
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-# Settings the reference log-probs depend on: a DPO job must use the same ones.
-REFERENCE_KEYS = ("max_length", "truncation_mode")
 
 CPU_SAFE = dict(
     bf16=False,  # TRL defaults to bf16 and gradient checkpointing; both fail or crawl on a CPU
@@ -27,16 +26,50 @@ CPU_SAFE = dict(
 )
 
 
-def _trainer_args(cfg: dict, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_active: bool) -> dict:
-    """TrainingArguments shared by the SFT and DPO configs, from a config section."""
+@dataclass
+class TrainSettings:
+    """What a training stage takes from its config section. The defaults live in the
+    schema (workflow/schemas/config.schema.yaml); these fields say what each one means."""
+
+    max_steps: int = field(metadata={"help": "optimizer steps"})
+    batch_size: int = field(metadata={"help": "examples (SFT texts or preference pairs) per device step"})
+    learning_rate: float = field(metadata={"help": "peak AdamW learning rate (linear decay)"})
+    warmup_steps: int = field(metadata={"help": "linear warm-up steps"})
+    max_length: int = field(metadata={"help": "tokens per sequence (prompt + completion) after truncation"})
+    logging_steps: int = field(metadata={"help": "log training metrics (and to MLflow) every this many steps"})
+
+    def __post_init__(self):
+        for item in fields(self):
+            value = getattr(self, item.name)
+            minimum = 0 if item.name == "warmup_steps" else 1e-12
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{self.section}.{item.name}: must be a {'non-negative' if minimum == 0 else 'positive'} number, got {value!r}")
+
+    section = "train"
+
+
+@dataclass
+class SFTSettings(TrainSettings):
+    seed: int = field(metadata={"help": "seed of data order and initialisation"})
+    section = "sft"
+
+
+@dataclass
+class DPOSettings(TrainSettings):
+    gradient_accumulation_steps: int = field(metadata={"help": "device steps per optimizer step"})
+    section = "dpo"
+
+
+def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_active: bool) -> dict:
+    """TrainingArguments shared by the SFT and DPO configs."""
     return dict(
         output_dir=str(out_dir / "trainer"),
-        max_steps=cfg["max_steps"],
-        per_device_train_batch_size=cfg["batch_size"],
-        learning_rate=cfg["learning_rate"],
-        warmup_steps=cfg["warmup_steps"],
-        max_length=cfg["max_length"],
-        logging_steps=cfg["logging_steps"],
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        max_length=cfg.max_length,
+        logging_steps=cfg.logging_steps,
         seed=seed,
         use_cpu=use_cpu,
         report_to=["mlflow"] if mlflow_active else [],
@@ -44,11 +77,11 @@ def _trainer_args(cfg: dict, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_
     )
 
 
-def run_sft(base_dir: Path, sft_texts: Path, cfg: dict, out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
+def run_sft(base_dir: Path, sft_texts: Path, cfg: SFTSettings, out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
     """Supervised fine-tuning on review text (plain language modelling)."""
     model, tokenizer = load_policy(base_dir)
     dataset = Dataset.from_pandas(pd.read_parquet(sft_texts)[["text"]], preserve_index=False)
-    args = SFTConfig(**_trainer_args(cfg, out_dir, seed=cfg["seed"], use_cpu=use_cpu, mlflow_active=mlflow_active), packing=False)
+    args = SFTConfig(**_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active), packing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     result = trainer.train()
     model_dir = out_dir / "model"
@@ -69,21 +102,21 @@ def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) ->
     return Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
-def dpo_args(cfg: dict, out_dir: Path, *, beta: float, seed: int, use_cpu: bool, mlflow_active: bool) -> DPOConfig:
+def dpo_args(cfg: DPOSettings, out_dir: Path, *, beta: float, seed: int, use_cpu: bool, mlflow_active: bool) -> DPOConfig:
     return DPOConfig(
         **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active),
         beta=beta,
-        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         precompute_ref_log_probs=True,
     )
 
 
-def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: dict, out_dir: Path, *, use_cpu: bool) -> pd.DataFrame:
+def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, out_dir: Path, *, use_cpu: bool) -> pd.DataFrame:
     """Reference log-probs for every pair, by TRL's own precompute (same tokenisation and
     truncation as the DPO jobs), computed once and saved as parquet."""
     model, tokenizer = load_policy(sft_dir)
     args = dpo_args(cfg, out_dir, beta=0.1, seed=0, use_cpu=use_cpu, mlflow_active=False)
-    args.precompute_ref_batch_size = max(cfg["batch_size"], 16)
+    args.precompute_ref_batch_size = max(cfg.batch_size, 16)
     trainer = DPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
     data = trainer.train_dataset
     reference = pd.DataFrame(
@@ -97,7 +130,8 @@ def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: dict, out_d
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     reference.to_parquet(out_dir / "logps.parquet", index=False)
-    meta = {key: cfg[key] for key in ("max_length",)} | {
+    meta = {
+        "max_length": cfg.max_length,
         "truncation_mode": args.truncation_mode,
         "reference_model": str(sft_dir),
         "pairs": len(pairs),
@@ -189,7 +223,7 @@ def run_dpo(
     pairs: pd.DataFrame,
     reference: pd.DataFrame,
     reference_meta: dict,
-    cfg: dict,
+    cfg: DPOSettings,
     *,
     loss_name: str,
     loss_params: dict,
@@ -200,12 +234,11 @@ def run_dpo(
     mlflow_active: bool,
 ) -> dict:
     """One grid point: train the SFT policy on the pairs with the registry loss."""
-    for key in ("max_length",):
-        if reference_meta.get(key) != cfg[key]:
-            raise ValueError(
-                f"dpo.{key}={cfg[key]} differs from the reference log-probs' {key}={reference_meta.get(key)}: "
-                "rerun the reference rule"
-            )
+    if reference_meta.get("max_length") != cfg.max_length:
+        raise ValueError(
+            f"dpo.max_length={cfg.max_length} differs from the reference log-probs' max_length="
+            f"{reference_meta.get('max_length')}: rerun the reference rule"
+        )
     model, tokenizer = load_policy(sft_dir)
     args = dpo_args(cfg, out_dir, beta=beta, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active)
     trainer = RegistryDPOTrainer(

@@ -6,7 +6,7 @@ import pandas as pd
 
 from dpolab import jobs
 from dpolab.config import grid_point
-from dpolab.train import run_dpo
+from dpolab.train import DPOSettings, run_dpo
 
 config = snakemake.config
 point = grid_point(config, snakemake.wildcards.variant, snakemake.wildcards.beta, snakemake.wildcards.seed)
@@ -18,7 +18,7 @@ with jobs.job(snakemake, "dpo", params=params):
         pd.read_parquet(snakemake.input.pairs),
         pd.read_parquet(snakemake.input.reference),
         json.loads(Path(snakemake.input.reference_meta).read_text()),
-        config["dpo"],
+        DPOSettings(**config["dpo"]),
         loss_name=point.loss,
         loss_params=point.loss_params,
         beta=point.beta,

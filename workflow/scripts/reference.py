@@ -4,10 +4,10 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.train import compute_reference_logps
+from dpolab.train import DPOSettings, compute_reference_logps
 
-cfg = snakemake.config["dpo"]
-with jobs.job(snakemake, "reference", params={"dpo.max_length": cfg["max_length"]}):
+cfg = DPOSettings(**snakemake.config["dpo"])
+with jobs.job(snakemake, "reference", params={"dpo.max_length": cfg.max_length}):
     pairs = pd.read_parquet(snakemake.input.pairs)
     reference = compute_reference_logps(
         Path(snakemake.input.sft), pairs, cfg, Path(snakemake.output.logps).parent,

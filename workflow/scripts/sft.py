@@ -3,10 +3,10 @@ from pathlib import Path
 import mlflow
 
 from dpolab import jobs
-from dpolab.train import run_sft
+from dpolab.train import SFTSettings, run_sft
 
-cfg = snakemake.config["sft"]
-with jobs.job(snakemake, "sft", params={"sft": cfg}):
+cfg = SFTSettings(**snakemake.config["sft"])
+with jobs.job(snakemake, "sft", params={"sft": snakemake.config["sft"]}):
     out_dir = Path(snakemake.output.model).parent
     result = run_sft(
         Path(snakemake.input.base), Path(snakemake.input.texts), cfg, out_dir,
