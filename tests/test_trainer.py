@@ -8,7 +8,7 @@ import torch
 from dpolab import losses
 from dpolab.evaluate import completion_logps
 from dpolab.models import load_policy
-from dpolab.train import DPOSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset
+from dpolab.train import DPOSettings, SFTSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset
 
 PAIRS = pd.DataFrame({
     "pair_id": range(6),
@@ -62,5 +62,7 @@ def test_settings_name_the_bad_field():
     with pytest.raises(ValueError, match=r"dpo\.learning_rate: must be a positive number, got 0"):
         DPOSettings(max_steps=1, batch_size=1, gradient_accumulation_steps=1, learning_rate=0,
                     warmup_steps=0, max_length=8, logging_steps=1)
+    assert SFTSettings(max_steps=1, batch_size=1, learning_rate=1e-5, warmup_steps=0, max_length=8,
+                       logging_steps=1, seed=0).seed == 0
     with pytest.raises(TypeError, match="max_stepz"):
         DPOSettings(max_stepz=1)

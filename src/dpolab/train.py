@@ -40,6 +40,8 @@ class TrainSettings:
 
     def __post_init__(self):
         for item in fields(self):
+            if item.name == "seed":  # any integer
+                continue
             value = getattr(self, item.name)
             minimum = 0 if item.name == "warmup_steps" else 1e-12
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
