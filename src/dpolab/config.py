@@ -29,8 +29,6 @@ def _schema_error(error) -> ConfigError:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         key = f"{path}.{missing}" if path != "<config>" else missing
         return ConfigError(f"{key}: required key is missing")
-    if error.validator == "additionalProperties":
-        return ConfigError(f"{path}: {error.message}")
     return ConfigError(f"{path}: {error.message}")
 
 

@@ -48,7 +48,7 @@ with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(snakemake.config
         Path(metrics_file).write_text(json.dumps(metrics, indent=2))
         samples.assign(policy_logps=policy_logps, reference_logps=reference_logps).drop(
             columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
-        step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None and k not in ("beta", "seed", "temperature")}
+        step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("beta", "seed", "temperature")}
         mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in step.items()})
         mlflow.log_table(
             samples[["prompt_id", "prompt", "completion", "gold_score", "vader_score", "completion_tokens"]],
