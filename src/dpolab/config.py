@@ -120,6 +120,11 @@ def grid_point(config: dict, variant: str, beta: str | float, seed: str | int) -
     raise KeyError(f"no grid point variant={variant} beta={beta} seed={seed}")
 
 
+def parse_policy(policy: str) -> dict[str, str]:
+    """`variant~v/beta~b/seed~s` -> {"variant": v, "beta": b, "seed": s}; `sft` -> {}."""
+    return {} if policy == "sft" else dict(part.split("~", 1) for part in policy.split("/"))
+
+
 def policies(config: dict) -> list[str]:
     """Policy ids as used in paths: `sft` and one `variant~v/beta~b/seed~s` per grid point."""
     return ["sft"] + [p.path for p in grid_points(config)]

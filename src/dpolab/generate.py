@@ -51,23 +51,24 @@ class VLLMSampler:
     def sample(self, prompts: list[tuple[int, str]], *, n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int, salt: int = 0) -> list[list[Sample]]:
         from vllm import SamplingParams
 
+        seeds = [request_seed(seed, pid, 0, salt) for pid, _ in prompts]
         params = [
             SamplingParams(
                 n=n,
                 temperature=temperature,
                 top_p=top_p if temperature > 0 else 1.0,
                 max_tokens=max_new_tokens,
-                seed=request_seed(seed, pid, 0, salt),
+                seed=request_seed_value,
             )
-            for pid, _ in prompts
+            for request_seed_value in seeds
         ]
         outputs = self.llm.generate([text for _, text in prompts], params, use_tqdm=False)
         return [
             [
-                Sample(pid, i, request_seed(seed, pid, 0, salt), o.text, list(out.prompt_token_ids), list(o.token_ids), str(o.finish_reason))
+                Sample(pid, i, seed_value, o.text, list(out.prompt_token_ids), list(o.token_ids), str(o.finish_reason))
                 for i, o in enumerate(out.outputs)
             ]
-            for (pid, _), out in zip(prompts, outputs)
+            for (pid, _), seed_value, out in zip(prompts, seeds, outputs)
         ]
 
 

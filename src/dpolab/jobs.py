@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dpolab import tracking
+from dpolab.config import parse_policy
 
 GRID_TAGS = ("variant", "beta", "seed", "temperature", "policy")
 
@@ -43,7 +44,7 @@ def grid_tags(wildcards) -> dict:
     if policy == "sft":
         tags["variant"] = "sft"
     elif policy:
-        tags.update(dict(part.split("~", 1) for part in policy.split("/")))
+        tags.update(parse_policy(policy))
     return tags
 
 

@@ -5,7 +5,7 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.config import grid_point
+from dpolab.config import grid_point, parse_policy
 from dpolab.evaluate import completion_logps, evaluate_policy
 from dpolab.judges import GoldJudge, VaderJudge
 from dpolab.models import load_policy
@@ -15,8 +15,7 @@ ev = config["evaluation"]
 if wildcards.policy == "sft":
     identity = {"variant": "sft", "loss": "", "beta": None, "seed": None}
 else:
-    parts = dict(part.split("~", 1) for part in wildcards.policy.split("/"))
-    point = grid_point(config, parts["variant"], parts["beta"], parts["seed"])
+    point = grid_point(config, **parse_policy(wildcards.policy))
     identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed}
 
 with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(snakemake.config), params={"evaluation": ev}):
