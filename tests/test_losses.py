@@ -104,3 +104,60 @@ def test_check_params_names_the_key():
         losses.check_params("dpoo", {}, where="variants.x")
     with pytest.raises(ConfigError, match=r"variants\.d\.label_smoothing: loss 'dpo' takes no parameter"):
         losses.check_params("dpo", {"label_smoothing": 0.1}, where="variants.d")
+
+
+# Completion token counts for the same three pairs: chosen longer, shorter, equal.
+CHOSEN_LENGTHS = torch.tensor([10, 4, 8])
+REJECTED_LENGTHS = torch.tensor([5, 8, 8])
+
+
+def _compute_with_lengths(name, beta, **params):
+    return _compute(name, beta, chosen_lengths=CHOSEN_LENGTHS, rejected_lengths=REJECTED_LENGTHS, **params)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.05, 0.2])
+def test_rdpo_formula(alpha):
+    beta = 0.1
+    diffs = [10 - 5, 4 - 8, 8 - 8]
+    expected = [-_log_sigmoid(beta * h + alpha * d) for h, d in zip(H, diffs)]
+    assert _compute_with_lengths("rdpo", beta, alpha=alpha).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_rdpo_with_zero_alpha_is_dpo():
+    assert _compute_with_lengths("rdpo", 0.1, alpha=0.0).tolist() == pytest.approx(_compute("dpo", 0.1).tolist(), abs=1e-7)
+
+
+@pytest.mark.parametrize(("beta", "gamma"), [(2.0, 0.5), (2.5, 1.0), (0.1, 0.0)])
+def test_simpo_formula_is_reference_free(beta, gamma):
+    pc, pr = [-10.0, -20.0, -5.0], [-12.0, -18.0, -9.0]
+    expected = [-_log_sigmoid(beta * (c / lc - r / lr) - gamma) for c, r, lc, lr in zip(pc, pr, [10, 4, 8], [5, 8, 8])]
+    got = _compute_with_lengths("simpo", beta, gamma=gamma)
+    assert got.tolist() == pytest.approx(expected, abs=1e-6)
+    other_reference = losses.compute(
+        "simpo", POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN * 3, REF_REJECTED - 7, beta=beta, gamma=gamma,
+        chosen_lengths=CHOSEN_LENGTHS, rejected_lengths=REJECTED_LENGTHS,
+    )
+    assert torch.equal(got, other_reference)
+    assert losses.LOSSES["simpo"].reference_free
+
+
+def test_dpo_norm_formula():
+    beta = 0.5
+    # log-ratios: chosen pc - rc = [1, -1, 1], rejected pr - rr = [-1, 1, -3]
+    expected = [-_log_sigmoid(beta * (rc / lc - rr / lr)) for rc, rr, lc, lr in zip([1, -1, 1], [-1, 1, -3], [10, 4, 8], [5, 8, 8])]
+    assert _compute_with_lengths("dpo_norm", beta).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rdpo", "simpo", "dpo_norm"])
+def test_length_aware_losses_need_lengths(name):
+    assert losses.LOSSES[name].length_aware
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        _compute(name, 0.1)
+
+
+def test_length_loss_parameters_are_checked():
+    with pytest.raises(ConfigError, match=r"variants.rdpo.alpha: must be >= 0"):
+        losses.check_params("rdpo", {"alpha": -0.1}, where="variants.rdpo")
+    with pytest.raises(ConfigError, match=r"variants.simpo.gamma: must be >= 0"):
+        losses.check_params("simpo", {"gamma": -1}, where="variants.simpo")
+    assert losses.check_params("simpo", {}, where="variants.simpo") == {"gamma": 0.5}

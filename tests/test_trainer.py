@@ -35,7 +35,10 @@ def test_reference_logps_match_an_independent_forward(tiny_model_dir, reference)
     assert (reference["chosen_tokens"] == [len(c) for c in chosen_ids]).all()
 
 
-@pytest.mark.parametrize("loss_name, params, beta", [("dpo", {}, 0.1), ("ipo", {}, 0.5), ("cdpo", {"label_smoothing": 0.2}, 0.1)])
+@pytest.mark.parametrize("loss_name, params, beta", [
+    ("dpo", {}, 0.1), ("ipo", {}, 0.5), ("cdpo", {"label_smoothing": 0.2}, 0.1),
+    ("rdpo", {"alpha": 0.05}, 0.1), ("simpo", {"gamma": 0.5}, 2.0), ("dpo_norm", {}, 0.5),
+])
 def test_first_step_loss_equals_registry(tiny_model_dir, reference, tmp_path, loss_name, params, beta):
     model, tokenizer = load_policy(tiny_model_dir)
     args = dpo_args(CFG, tmp_path, beta=beta, seed=0, use_cpu=True, mlflow_active=False)
@@ -50,7 +53,9 @@ def test_first_step_loss_equals_registry(tiny_model_dir, reference, tmp_path, lo
         rejected = completion_logps(fresh, data["prompt_ids"], data["rejected_ids"])
     expected = losses.compute(loss_name, torch.tensor(chosen), torch.tensor(rejected),
                               torch.tensor(data["ref_chosen_logps"]), torch.tensor(data["ref_rejected_logps"]),
-                              beta=beta, **params).mean().item()
+                              beta=beta, **params,
+                              chosen_lengths=torch.tensor([len(c) for c in data["chosen_ids"]]),
+                              rejected_lengths=torch.tensor([len(r) for r in data["rejected_ids"]])).mean().item()
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry][0]["loss"]
     assert logged == pytest.approx(expected, rel=1e-4, abs=1e-5)

@@ -144,6 +144,63 @@ def robust(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta, la
     return (-(1.0 - e) * F.logsigmoid(beta * h) + e * F.logsigmoid(-beta * h)) / (1.0 - 2.0 * e)
 
 
+def _lengths(chosen_lengths, rejected_lengths, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if chosen_lengths is None or rejected_lengths is None:
+        raise ValueError(f"loss {loss!r} needs chosen_lengths and rejected_lengths (completion token counts)")
+    chosen, rejected = chosen_lengths.float(), rejected_lengths.float()
+    if (chosen <= 0).any() or (rejected <= 0).any():
+        raise ValueError(f"loss {loss!r}: completion lengths must be positive")
+    return chosen, rejected
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+@register(
+    "rdpo",
+    checks={"alpha": _non_negative},
+    summary="R-DPO (Park et al. 2024): -log sigmoid(beta*h + alpha*(|y_w| - |y_l|))",
+)
+def rdpo(
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta, alpha=0.01,
+    chosen_lengths=None, rejected_lengths=None,
+):
+    # Crediting the margin with the length difference means a longer chosen response already
+    # "wins" by alpha per token, so the policy is not pushed to grow its own length to win.
+    chosen_len, rejected_len = _lengths(chosen_lengths, rejected_lengths, "rdpo")
+    h = log_ratio_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    return -F.logsigmoid(beta * h + alpha * (chosen_len - rejected_len))
+
+
+@register(
+    "simpo",
+    checks={"gamma": _non_negative},
+    reference_free=True,
+    summary="SimPO (Meng et al. 2024): -log sigmoid(beta*(log pi(y_w)/|y_w| - log pi(y_l)/|y_l|) - gamma)",
+)
+def simpo(
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta, gamma=0.5,
+    chosen_lengths=None, rejected_lengths=None,
+):
+    # Reference-free: the reference log-probs are accepted (one signature for all losses) and unused.
+    chosen_len, rejected_len = _lengths(chosen_lengths, rejected_lengths, "simpo")
+    return -F.logsigmoid(beta * (policy_chosen / chosen_len - policy_rejected / rejected_len) - gamma)
+
+
+@register(
+    "dpo_norm",
+    summary="length-normalised DPO (Tulu 3): -log sigmoid(beta*(r_w/|y_w| - r_l/|y_l|)), r = log pi - log ref",
+)
+def dpo_norm(
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta,
+    chosen_lengths=None, rejected_lengths=None,
+):
+    chosen_len, rejected_len = _lengths(chosen_lengths, rejected_lengths, "dpo_norm")
+    h_norm = (policy_chosen - ref_chosen) / chosen_len - (policy_rejected - ref_rejected) / rejected_len
+    return -F.logsigmoid(beta * h_norm)
+
+
 def compute(
     name: str,
     policy_chosen: torch.Tensor,
