@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dpolab.data import DataConfig, assign_splits, build, clean_review, load_imdb_reviews, make_prompts
+from dpolab.data import DataConfig, assign_splits, build, clean_review, human_continuation, load_imdb_reviews, make_prompts
 from dpolab.judges import GoldJudge, JudgeConfig, VaderJudge
 
 
@@ -17,12 +17,22 @@ def test_split_is_deterministic_and_disjoint():
 
 def test_prompts_are_prefixes_of_2_to_8_tokens():
     reviews = pd.DataFrame({"text": [f"w{i} " * 20 for i in range(50)], "label": [i % 2 for i in range(50)]})
-    prompts = make_prompts(reviews, 40, np.random.default_rng(0), 2, 8)
+    prompts = make_prompts(reviews, 40, np.random.default_rng(0), 2, 8, 12)
     lengths = prompts["prompt"].str.split().str.len()
     assert lengths.between(2, 8).all() and lengths.nunique() > 3
     assert prompts["prompt"].is_unique  # distinct reviews
-    again = make_prompts(reviews, 40, np.random.default_rng(0), 2, 8)
+    again = make_prompts(reviews, 40, np.random.default_rng(0), 2, 8, 12)
     pd.testing.assert_frame_equal(prompts, again)
+    # the dataset's own response continues the prompt to 12 words in all
+    assert ((prompts["prompt"] + prompts["chosen"]).str.split().str.len() == 12).all()
+
+
+def test_human_continuation_ends_with_the_opening_sentences():
+    text = "I loved this film. It was great fun and the cast shines. Then it dragged on and on."
+    assert human_continuation(text, 2, 12) == " this film. It was great fun and the cast shines."
+    # first sentence longer than the word budget: cut at max_words
+    assert human_continuation("one two three four five six", 2, 4) == " three four"
+    assert human_continuation("one two", 2, 4) == ""
 
 
 def test_imdb_reviews_from_package():

@@ -110,10 +110,24 @@ def opening_sentences(text: str, max_words: int) -> str | None:
     return " ".join(kept) if kept else None
 
 
-def make_prompts(reviews: pd.DataFrame, n: int, rng: np.random.Generator, min_tokens: int, max_tokens: int) -> pd.DataFrame:
+def human_continuation(text: str, n_prompt_words: int, max_words: int) -> str:
+    """The review's own continuation of its first `n_prompt_words` words: up to the end of its
+    opening sentences (at most `max_words` words in all, as the SFT texts), else cut at
+    `max_words`. IMDb has no preference labels at test time; this human-written response is
+    the dataset's answer to the prompt, the "chosen" response policies are compared with."""
+    words = text.split()
+    opening = opening_sentences(text, max_words)
+    end = len(opening.split()) if opening and len(opening.split()) > n_prompt_words else min(len(words), max_words)
+    return " " + " ".join(words[n_prompt_words:end]) if end > n_prompt_words else ""
+
+
+def make_prompts(
+    reviews: pd.DataFrame, n: int, rng: np.random.Generator, min_tokens: int, max_tokens: int, max_words: int
+) -> pd.DataFrame:
     """`n` prompts: each the first k whitespace tokens of a distinct review, k uniform in
-    [min_tokens, max_tokens]. Whitespace tokens keep the data stage independent of the
-    policy's tokenizer."""
+    [min_tokens, max_tokens], with the review's own continuation as `chosen` (see
+    human_continuation). Whitespace tokens keep the data stage independent of the policy's
+    tokenizer."""
     if n > len(reviews):
         raise ValueError(f"asked for {n} prompts from {len(reviews)} reviews")
     picked = reviews.iloc[rng.choice(len(reviews), size=n, replace=False)]
@@ -122,6 +136,7 @@ def make_prompts(reviews: pd.DataFrame, n: int, rng: np.random.Generator, min_to
         {
             "prompt_id": np.arange(n),
             "prompt": [prefix(t, int(k)) for t, k in zip(picked["text"], lengths)],
+            "chosen": [human_continuation(t, int(k), max_words) for t, k in zip(picked["text"], lengths)],
             "review_label": picked["label"].to_numpy(),
         }
     )
@@ -148,8 +163,8 @@ def build(cfg: DataConfig, out_dir: Path) -> dict:
     rng = np.random.default_rng(cfg.seed + 1)
     by_split = {s: reviews[reviews["split"] == s].reset_index(drop=True) for s in SPLITS}
     prompts = {
-        "train": make_prompts(by_split["train"], cfg.n_train_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens),
-        "test": make_prompts(by_split["test"], cfg.n_test_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens),
+        "train": make_prompts(by_split["train"], cfg.n_train_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens, cfg.sft_max_words),
+        "test": make_prompts(by_split["test"], cfg.n_test_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens, cfg.sft_max_words),
     }
     sft_train = sft_texts(by_split["train"], cfg.n_sft_texts, cfg.sft_max_words, rng)
     sft_eval = sft_texts(by_split["eval"], max(cfg.n_sft_texts // 10, 1), cfg.sft_max_words, rng)
