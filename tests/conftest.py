@@ -18,3 +18,16 @@ def tiny_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "model"
     prepare_base_model(model_cfg, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def vllm_model_dir(tmp_path_factory):
+    """The smoke config's tiny Llama (head_dim 64): vLLM's CPU attention does not take the
+    head_dim 16 of tiny_model_dir."""
+    from dpolab.config import load_config, ROOT
+    from dpolab.models import prepare_base_model
+
+    config = load_config(ROOT / "configs" / "smoke.yaml")
+    out = tmp_path_factory.mktemp("tiny-vllm") / "model"
+    prepare_base_model(config["model"], out)
+    return out

@@ -63,13 +63,13 @@ def test_gold_judge_round_trips_without_pickle(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["judge.json", "vocabulary.json", "weights.npz"]
     loaded = GoldJudge.load(tmp_path)
     probe = ["a great film", "an awful film", "nothing known here"]
-    assert np.allclose(judge.score(probe), loaded.score(probe))
-    assert loaded.score(["great"])[0] > 0.5 > loaded.score(["awful"])[0]
+    assert np.allclose(judge.score_texts(probe), loaded.score_texts(probe))
+    assert loaded.score_texts(["great"])[0] > 0.5 > loaded.score_texts(["awful"])[0]
     assert judge.accuracy(texts, labels) == 1.0
 
 
 def test_vader_is_signed():
-    scores = VaderJudge().score(["I loved it, wonderful!", "Terrible, I hated it."])
+    scores = VaderJudge().score_texts(["I loved it, wonderful!", "Terrible, I hated it."])
     assert scores[0] > 0 > scores[1]
 
 

@@ -70,9 +70,44 @@ def check_study_config(config: dict) -> None:
         scratch = model["scratch"]
         if scratch["hidden_size"] % scratch["num_attention_heads"]:
             raise ConfigError("model.scratch.hidden_size: must be divisible by num_attention_heads")
+    check_judges(config)
     data = config["data"]
     if data["prompt_min_tokens"] > data["prompt_max_tokens"]:
         raise ConfigError("data.prompt_min_tokens: must be <= data.prompt_max_tokens")
+
+
+def check_judges(config: dict) -> None:
+    from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
+
+    judges = config["judges"]
+    for name, spec in judges.items():
+        where, kind = f"judges.{name}", spec["kind"]
+        if kind in ("reward_model", "llm_pairwise"):
+            if spec["source"] == "base":
+                if kind == "reward_model":
+                    raise ConfigError(f"{where}.source: a reward model needs a local folder or hub id, not the base model")
+            elif not spec.get("path"):
+                raise ConfigError(f"{where}.path: required when {where}.source is {spec['source']!r}")
+            elif spec["source"] == "local" and not Path(spec["path"]).is_dir():
+                raise ConfigError(f"{where}.path: {spec['path']!r} is not a folder ({where}.source is 'local')")
+        if kind == "llm_pairwise":
+            try:
+                check_template(spec.get("template") or DEFAULT_PAIRWISE_TEMPLATE, f"{where}.template")
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+            if len(set(spec["labels"].values())) != 3:
+                raise ConfigError(f"{where}.labels: first, second and tie must differ")
+    primary = config["evaluation"]["primary_judge"]
+    if primary not in judges:
+        raise ConfigError(f"evaluation.primary_judge: {primary!r} is not a judge; judges: {', '.join(judges)}")
+
+
+def pairwise_judges(config: dict) -> list[str]:
+    return [name for name, spec in config["judges"].items() if spec["kind"] == "llm_pairwise"]
+
+
+def pointwise_judges(config: dict) -> list[str]:
+    return [name for name, spec in config["judges"].items() if spec["kind"] != "llm_pairwise"]
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:

@@ -37,16 +37,23 @@ def request_seed(seed: int, prompt_id: int, sample_index: int = 0, salt: int = 0
     return (seed * 1_000_003 + prompt_id * 1_009 + sample_index * 7 + salt * 100_003) % (2**31 - 1)
 
 
+def vllm_engine(model_dir: Path | str, *, max_model_len: int, seed: int, device: str = "cpu",
+                cache_dir: Path | None = None, revision: str | None = None, trust_remote_code: bool = False):
+    """A vLLM engine with the CPU settings from STACK-NOTES.md (fp32, eager, in-process)."""
+    if device == "cpu":
+        for key, value in VLLM_CPU_ENV.items():
+            os.environ.setdefault(key, value)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir or Path(tempfile.gettempdir()) / "dpolab-vllm-cache"))
+    from vllm import LLM
+
+    dtype = "float32" if device == "cpu" else "auto"
+    return LLM(model=str(model_dir), dtype=dtype, max_model_len=max_model_len, enforce_eager=device == "cpu", seed=seed,
+               revision=revision, trust_remote_code=trust_remote_code)
+
+
 class VLLMSampler:
     def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None):
-        if device == "cpu":
-            for key, value in VLLM_CPU_ENV.items():
-                os.environ.setdefault(key, value)
-        os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir or Path(tempfile.gettempdir()) / "dpolab-vllm-cache"))
-        from vllm import LLM
-
-        dtype = "float32" if device == "cpu" else "auto"
-        self.llm = LLM(model=str(model_dir), dtype=dtype, max_model_len=max_model_len, enforce_eager=device == "cpu", seed=seed)
+        self.llm = vllm_engine(model_dir, max_model_len=max_model_len, seed=seed, device=device, cache_dir=cache_dir)
 
     def sample(self, prompts: list[tuple[int, str]], *, n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int, salt: int = 0) -> list[list[Sample]]:
         from vllm import SamplingParams

@@ -23,7 +23,7 @@ with jobs.job(snakemake, "pairs", params={"pairs": cfg}):
     )
     judge = GoldJudge.load(Path(snakemake.input.judge))
     # The gold judge reads the whole review: prompt followed by completion.
-    scores = [judge.score([p + s.completion for s in row]) for p, row in zip(prompts["prompt"], samples)]
+    scores = [judge.score_texts([p + s.completion for s in row]) for p, row in zip(prompts["prompt"], samples)]
     pairs = build_pairs(
         prompts, samples, scores, min_score_margin=cfg["min_score_margin"], length_bias=cfg["length_bias"], seed=cfg["seed"],
     )

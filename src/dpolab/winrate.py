@@ -1,0 +1,152 @@
+"""Win rates and length control, study-wide.
+
+- Win rates of every policy against SFT (and against the dataset's chosen responses) under
+  every judge: ties count half; the 95% CI is a paired bootstrap over prompts (each prompt's
+  outcome already pairs the two responses to it).
+- The length-controlled (LC) win rate in the manner of AlpacaEval 2 (Dubois et al. 2024):
+  a logistic model of the judge's preference for policy m over SFT on prompt x,
+
+      logit P(m beats SFT on x) = theta_m + phi_m * tanh(delta_mx / sigma) + gamma_x,
+
+  where delta_mx is m's response length minus SFT's on x (tokens), sigma the standard
+  deviation of all delta in the fit (every policy of the study at one temperature, under one
+  judge), theta_m the policy's length-free strength, phi_m its length effect and gamma_x the
+  prompt's difficulty, shared by all policies. Targets are the judge's preferences in [0, 1]
+  (ties 0.5, two-order LLM verdicts 0.25/0.75), fitted by penalised maximum likelihood
+  (L2 weight `difficulty_l2` on gamma, `l2` on theta and phi). The LC win rate is the
+  model's prediction with the length term set to zero, averaged over prompts:
+  mean_x sigmoid(theta_m + gamma_x). Its CI is a bootstrap over prompts that refits the model.
+
+Written here rather than with scikit-learn because the model needs different penalties for
+the difficulty and policy terms and fractional targets; AlpacaEval's own code is tied to its
+805 prompts and its annotator cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special, stats
+
+from dpolab.evaluate import bootstrap_ci
+
+
+@dataclass
+class LCSettings:
+    """How the length-controlled model is fitted and its interval computed."""
+
+    l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the policy terms theta and phi"})
+    difficulty_l2: float = field(default=1.0, metadata={"help": "L2 penalty on the per-prompt difficulty gamma"})
+    resamples: int = field(default=200, metadata={"help": "bootstrap resamples of prompts (each refits the model)"})
+    confidence: float = field(default=0.95, metadata={"help": "confidence level of the interval"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
+
+    def __post_init__(self):
+        if self.l2 < 0 or self.difficulty_l2 <= 0:
+            raise ValueError("evaluation.lc: l2 must be >= 0 and difficulty_l2 > 0")
+        if self.resamples < 1 or not 0 < self.confidence < 1:
+            raise ValueError("evaluation.lc: resamples must be >= 1 and confidence in (0, 1)")
+
+
+def win_rate(preferences, *, resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
+    """Mean preference (ties half) with its paired bootstrap CI over prompts."""
+    preferences = np.asarray(preferences, dtype=np.float64)
+    low, high = bootstrap_ci(preferences, resamples=resamples, confidence=confidence, seed=seed)
+    return float(preferences.mean()), low, high
+
+
+@dataclass
+class LCFit:
+    policies: list[str]
+    prompts: np.ndarray
+    theta: np.ndarray
+    phi: np.ndarray
+    gamma: np.ndarray
+    sigma: float
+
+    def lc_win_rates(self) -> dict[str, float]:
+        """mean over prompts of sigmoid(theta_m + gamma_x): the length term set to zero."""
+        return {p: float(special.expit(t + self.gamma).mean()) for p, t in zip(self.policies, self.theta)}
+
+    def predicted(self, policy_index: np.ndarray, prompt_index: np.ndarray, length_diff: np.ndarray) -> np.ndarray:
+        t = np.tanh(length_diff / self.sigma) if self.sigma > 0 else np.zeros_like(length_diff, dtype=float)
+        return special.expit(self.theta[policy_index] + self.phi[policy_index] * t + self.gamma[prompt_index])
+
+
+def fit_lc_model(frame: pd.DataFrame, settings: LCSettings, *, start: np.ndarray | None = None) -> LCFit:
+    """Fit the model on rows (policy, prompt_id, preference, length_diff); see the module doc."""
+    policies = list(dict.fromkeys(frame["policy"]))
+    prompts = np.unique(frame["prompt_id"].to_numpy())
+    m = pd.Categorical(frame["policy"], categories=policies).codes
+    x = np.searchsorted(prompts, frame["prompt_id"].to_numpy())
+    y = frame["preference"].to_numpy(dtype=np.float64)
+    delta = frame["length_diff"].to_numpy(dtype=np.float64)
+    sigma = float(delta.std())
+    t = np.tanh(delta / sigma) if sigma > 0 else np.zeros_like(delta)
+    n_m, n_x = len(policies), len(prompts)
+
+    def objective(w):
+        theta, phi, gamma = w[:n_m], w[n_m : 2 * n_m], w[2 * n_m :]
+        z = theta[m] + phi[m] * t + gamma[x]
+        # cross-entropy with fractional targets: log(1 + e^z) - y z, computed stably
+        loss = np.sum(np.logaddexp(0.0, z) - y * z)
+        loss += 0.5 * settings.l2 * (theta @ theta + phi @ phi) + 0.5 * settings.difficulty_l2 * (gamma @ gamma)
+        residual = special.expit(z) - y
+        grad = np.concatenate([
+            np.bincount(m, residual, n_m) + settings.l2 * theta,
+            np.bincount(m, residual * t, n_m) + settings.l2 * phi,
+            np.bincount(x, residual, n_x) + settings.difficulty_l2 * gamma,
+        ])
+        return loss, grad
+
+    w0 = np.zeros(2 * n_m + n_x) if start is None or len(start) != 2 * n_m + n_x else start
+    result = optimize.minimize(objective, w0, jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+    if not result.success and result.status != 1:  # status 1: iteration limit, still a usable fit
+        raise RuntimeError(f"length-controlled model did not converge: {result.message}")
+    w = result.x
+    return LCFit(policies, prompts, w[:n_m], w[n_m : 2 * n_m], w[2 * n_m :], sigma)
+
+
+def lc_win_rates(frame: pd.DataFrame, settings: LCSettings) -> pd.DataFrame:
+    """Per policy: raw win rate, LC win rate with a bootstrap CI over prompts (the model is
+    refitted on each resample, sigma included), and the fitted length coefficient phi."""
+    fit = fit_lc_model(frame, settings)
+    point = fit.lc_win_rates()
+    prompts = fit.prompts
+    rng = np.random.default_rng(settings.seed)
+    by_prompt = {pid: rows for pid, rows in frame.groupby("prompt_id", sort=True)}
+    start = np.concatenate([fit.theta, fit.phi, fit.gamma])
+    draws = {p: [] for p in fit.policies}
+    for _ in range(settings.resamples):
+        picked = rng.choice(prompts, size=len(prompts), replace=True)
+        # each draw of a prompt becomes its own prompt id, so duplicates get their own difficulty
+        resample = pd.concat(
+            [by_prompt[pid].assign(prompt_id=i) for i, pid in enumerate(picked)], ignore_index=True
+        )
+        refit = fit_lc_model(resample, settings, start=start)
+        for policy, value in refit.lc_win_rates().items():
+            draws[policy].append(value)
+    alpha = (1.0 - settings.confidence) / 2.0
+    rows = []
+    for index, policy in enumerate(fit.policies):
+        values = np.asarray(draws[policy]) if draws[policy] else np.array([point[policy]])
+        rows.append({
+            "policy": policy,
+            "win_rate": float(frame.loc[frame["policy"] == policy, "preference"].mean()),
+            "lc_win_rate": point[policy],
+            "lc_win_rate_ci_low": float(np.quantile(values, alpha)),
+            "lc_win_rate_ci_high": float(np.quantile(values, 1.0 - alpha)),
+            "lc_length_coef": float(fit.phi[index]),
+            "lc_sigma": fit.sigma,
+        })
+    return pd.DataFrame(rows)
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation; NaN when either side is constant or there are < 3 points."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
