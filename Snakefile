@@ -14,6 +14,7 @@ include: "workflow/rules/reference.smk"
 include: "workflow/rules/dpo.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/compare.smk"
 include: "workflow/rules/summary.smk"
 
 

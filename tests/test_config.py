@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpolab.config import ROOT, format_value, grid_points, load_config, policies, validate_config
+from dpolab.config import all_betas, ROOT, format_value, grid_points, load_config, policies, validate_config
 from dpolab.errors import ConfigError
 
 DEFAULT = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
@@ -32,7 +32,7 @@ _DELETE = object()
 
 
 def test_shipped_configs_are_valid_and_get_schema_defaults():
-    for name in ("default", "smoke"):
+    for name in ("default", "smoke", "length_bias"):
         config = load_config(ROOT / "configs" / f"{name}.yaml")
         assert config["study"] == name
         assert config["mlflow"]["tracking_uri"] is None  # default from the schema
@@ -42,11 +42,14 @@ def test_shipped_configs_are_valid_and_get_schema_defaults():
 def test_grid_points_and_policy_paths():
     config = load_config(ROOT / "configs" / "default.yaml")
     points = grid_points(config)
-    assert len(points) == 9
+    assert len(points) == 3 * 3 + 1 + 1  # dpo, ipo, cdpo over the grid's betas; rdpo and simpo at their own
     assert points[0].path == "variant~dpo/beta~0.05/seed~0"
-    assert policies(config)[0] == "sft" and len(policies(config)) == 10
+    assert policies(config)[0] == "sft" and len(policies(config)) == 12
     cdpo = [p for p in points if p.variant == "cdpo"][0]
     assert cdpo.loss_params == {"label_smoothing": 0.1}
+    simpo = [p for p in points if p.variant == "simpo"]
+    assert [(p.beta, p.loss_params) for p in simpo] == [(2.0, {"gamma": 1.0})]  # "betas" is not a loss parameter
+    assert all_betas(config) == [0.05, 0.1, 0.5, 2.0]
     assert format_value(1.0) == "1" and format_value(0.05) == "0.05" and format_value(0) == "0"
 
 
@@ -57,6 +60,8 @@ def test_grid_points_and_policy_paths():
         ({"variants__ipo": {"loss": "ipoo"}}, r"variants\.ipo\.loss: unknown loss 'ipoo'"),
         ({"grid__betas": [0.1, 0.0]}, r"grid\.betas\.1: 0\.0 is less than or equal to the minimum of 0"),
         ({"grid__betas": [-0.5]}, r"grid\.betas\.0: -0\.5 is less than or equal to the minimum of 0"),
+        ({"variants__dpo": {"loss": "dpo", "betas": [0.0]}}, r"variants\.dpo\.betas\.0: 0\.0 is less than or equal to the minimum of 0"),
+        ({"variants__dpo": {"loss": "rdpo", "alpha": -1}}, r"variants\.dpo\.alpha: must be >= 0, got -1"),
         ({"variants__cdpo": {"loss": "cdpo", "label_smoothing": 0.5}}, r"variants\.cdpo\.label_smoothing: must be in \[0, 0\.5\)"),
         ({"variants__cdpo": {"loss": "cdpo", "label_smoothing": -0.1}}, r"variants\.cdpo\.label_smoothing: must be in \[0, 0\.5\)"),
         ({"study": _DELETE}, r"^study: required key is missing"),

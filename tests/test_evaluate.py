@@ -2,12 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dpolab.evaluate import bootstrap_ci, evaluate_policy, kl_estimate, win_outcomes
+from dpolab.evaluate import bootstrap_ci, evaluate_policy, kl_estimate
+from dpolab.judges import preference_from_scores
 from dpolab.pairs import build_pairs, inject_length_bias
 
 
-def test_win_outcomes_count_ties_half():
-    assert win_outcomes([0.9, 0.5, 0.1, 0.3], [0.1, 0.5, 0.9, 0.3]).tolist() == [1.0, 0.5, 0.0, 0.5]
+def test_preferences_from_scores_count_ties_half():
+    assert preference_from_scores([0.9, 0.5, 0.1, 0.3], [0.1, 0.5, 0.9, 0.3]).tolist() == [1.0, 0.5, 0.0, 0.5]
 
 
 def test_kl_estimate_is_mean_summed_log_ratio():
@@ -34,14 +35,12 @@ def _samples(scores, lengths):
 
 def test_evaluate_policy_arithmetic():
     policy = _samples([0.9, 0.8, 0.2, 0.5], [10, 20, 30, 40])
-    sft = _samples([0.1, 0.8, 0.6, 0.4], [5, 5, 5, 5])[["prompt_id", "gold_score"]]
-    metrics = evaluate_policy(policy, sft, policy_logps=np.array([-1.0, -2.0, -3.0, -4.0]),
+    metrics = evaluate_policy(policy, policy_logps=np.array([-1.0, -2.0, -3.0, -4.0]),
                               reference_logps=np.array([-2.0, -2.0, -4.0, -4.0]), resamples=500, confidence=0.95, seed=0)
-    assert metrics["win_rate"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     assert metrics["reward_mean"] == pytest.approx(0.6)
     assert metrics["kl_mean"] == pytest.approx(0.5)
     assert metrics["length_mean"] == 25 and metrics["length_median"] == 25
-    assert metrics["win_rate_ci_low"] <= metrics["win_rate"] <= metrics["win_rate_ci_high"]
+    assert metrics["reward_ci_low"] <= metrics["reward_mean"] <= metrics["reward_ci_high"]
 
 
 class _S:

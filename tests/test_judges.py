@@ -107,3 +107,9 @@ def test_llm_judge_first_slot_share_of_an_identical_pair(llm_judge):
 def test_llm_judge_labels_must_be_single_tokens(vllm_model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"judges.bad.labels.first: 'first one' is 2 tokens"):
         LLMPairwiseJudge("bad", str(vllm_model_dir), labels={"first": "first one"}, max_model_len=256, cache_dir=tmp_path)
+
+
+def test_a_study_needs_a_pointwise_judge():
+    with pytest.raises(ConfigError, match=r"judges: add at least one pointwise judge"):
+        load_config(ROOT / "configs" / "smoke.yaml", {"judges": {"llm": {"kind": "llm_pairwise", "source": "base"}},
+                                                       "evaluation": {"primary_judge": "llm"}})

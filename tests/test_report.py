@@ -1,53 +1,86 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from dpolab.report import SUMMARY_COLUMNS, summary_table, write_plots
+from dpolab.report import PLOTS, SUMMARY_COLUMNS, summary_table, write_plots
+
+TEMPERATURES = (0.0, 1.0)
+JUDGES = ("gold", "vader")
 
 
-def _metrics(policy, variant, beta, seed, temperature, reward, kl, win, length):
+def _metrics(policy, variant, beta, seed, temperature, reward, kl, length):
     return {
         "policy": policy, "variant": variant, "loss": "" if variant == "sft" else variant, "beta": beta, "seed": seed,
         "temperature": temperature, "n": 10, "reward_mean": reward, "reward_ci_low": reward - 0.1,
-        "reward_ci_high": reward + 0.1, "vader_mean": 0.1, "kl_mean": kl, "win_rate": win,
-        "win_rate_ci_low": win - 0.1, "win_rate_ci_high": win + 0.1, "length_mean": length,
+        "reward_ci_high": reward + 0.1, "vader_mean": 0.1, "kl_mean": kl, "length_mean": length,
         "length_median": length, "chars_mean": 4 * length,
     }
 
 
-@pytest.fixture
-def metric_files(tmp_path):
-    rows = [_metrics("sft", "sft", None, None, 1.0, 0.5, 0.0, 0.5, 20)]
+def _policies():
+    rows = [("sft", "sft", None, None, 0.0)]
     for variant in ("dpo", "ipo"):
         for beta, kl in ((0.1, 3.0), (0.5, 1.0)):
-            rows.append(_metrics(f"variant~{variant}/beta~{beta:g}/seed~0", variant, beta, 0, 1.0, 0.5 + kl / 10, kl, 0.6, 22))
+            rows.append((f"variant~{variant}/beta~{beta:g}/seed~0", variant, beta, 0, kl))
+    return rows
+
+
+@pytest.fixture
+def metric_files(tmp_path):
     files = []
-    for i, row in enumerate(rows[::-1]):  # any order on disk
-        path = tmp_path / f"m{i}.json"
-        path.write_text(json.dumps(row))
-        files.append(path)
+    for policy, variant, beta, seed, kl in _policies()[::-1]:  # any order on disk
+        for temperature in TEMPERATURES:
+            length = 20 if variant == "sft" else 20 + 10 * kl
+            path = tmp_path / f"m{len(files)}.json"
+            path.write_text(json.dumps(_metrics(policy, variant, beta, seed, temperature, 0.5 + kl / 10, kl, length)))
+            files.append(path)
     return files
 
 
-def test_summary_orders_sft_first_and_keeps_columns(metric_files):
-    table = summary_table(metric_files)
+@pytest.fixture
+def win_rates():
+    rows = []
+    for policy, variant, *_ in _policies():
+        for temperature in TEMPERATURES:
+            for judge in JUDGES:
+                win = 0.5 if variant == "sft" else 0.7
+                rows.append({"judge": judge, "policy": policy, "temperature": temperature, "win_rate": win,
+                             "win_rate_ci_low": win - 0.1, "win_rate_ci_high": win + 0.1, "lc_win_rate": win - 0.1,
+                             "lc_win_rate_ci_low": win - 0.2, "lc_win_rate_ci_high": win})
+    return pd.DataFrame(rows)
+
+
+def test_summary_has_a_row_per_policy_temperature_and_judge(metric_files, win_rates):
+    table = summary_table(metric_files, win_rates)
     assert list(table.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert len(table) == 5 * len(TEMPERATURES) * len(JUDGES)
     assert table.iloc[0]["policy"] == "sft" and pd.isna(table.iloc[0]["beta"]) and pd.isna(table.iloc[0]["seed"])
-    assert table["policy"].tolist()[1:] == [
+    assert table["policy"].drop_duplicates().tolist()[1:] == [
         "variant~dpo/beta~0.1/seed~0", "variant~dpo/beta~0.5/seed~0", "variant~ipo/beta~0.1/seed~0", "variant~ipo/beta~0.5/seed~0"
     ]
     assert str(table["seed"].dtype) == "Int64"
+    dpo = table[(table["policy"] == "variant~dpo/beta~0.1/seed~0") & (table["temperature"] == 1.0)]
+    assert dpo["length_ratio_vs_sft"].tolist() == [2.5, 2.5]  # 50 tokens against SFT's 20, for each judge
+    assert dpo["chars_ratio_vs_sft"].tolist() == [2.5, 2.5]
+    assert table["first_slot_share"].isna().all()  # no pairwise judge: the column is there, empty
 
 
-def test_summary_refuses_incomplete_metrics(tmp_path):
-    path = tmp_path / "m.json"
+def test_summary_refuses_incomplete_inputs(tmp_path, metric_files, win_rates):
+    path = tmp_path / "bad.json"
     path.write_text(json.dumps({"policy": "sft"}))
     with pytest.raises(ValueError, match="metrics files lack columns"):
-        summary_table([path])
+        summary_table([path], win_rates)
+    with pytest.raises(ValueError, match="no win rates for policies"):
+        summary_table(metric_files, win_rates[win_rates["policy"] != "sft"])
 
 
-def test_plots_are_written(metric_files, tmp_path):
-    paths = write_plots(summary_table(metric_files), tmp_path / "plots")
-    assert sorted(p.name for p in paths) == ["length_vs_beta.png", "reward_vs_kl.png", "win_rate_vs_beta.png"]
+def test_plots_are_written(metric_files, win_rates, tmp_path):
+    table = summary_table(metric_files, win_rates)
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"policy": table["policy"].repeat(3).to_numpy(), "judge": "gold", "temperature": 1.0,
+                           "completion_tokens": rng.integers(5, 30, size=3 * len(table)), "score": rng.random(3 * len(table))})
+    paths = write_plots(table, scores, tmp_path / "plots", primary_judge="gold", score_judge="gold")
+    assert sorted(p.name for p in paths) == sorted(f"{name}.png" for name in PLOTS)
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in paths)

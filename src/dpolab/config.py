@@ -54,8 +54,7 @@ def check_study_config(config: dict) -> None:
     parameters are in range, the model source has what it needs."""
     variants = config["variants"]
     for name, spec in variants.items():
-        params = {k: v for k, v in spec.items() if k != "loss"}
-        losses.check_params(spec["loss"], params, where=f"variants.{name}")
+        losses.check_params(spec["loss"], loss_params(spec), where=f"variants.{name}")
     for index, name in enumerate(config["grid"]["variants"]):
         if name not in variants:
             raise ConfigError(
@@ -97,6 +96,8 @@ def check_judges(config: dict) -> None:
                 raise ConfigError(str(error)) from None
             if len(set(spec["labels"].values())) != 3:
                 raise ConfigError(f"{where}.labels: first, second and tie must differ")
+    if all(spec["kind"] == "llm_pairwise" for spec in judges.values()):
+        raise ConfigError("judges: add at least one pointwise judge (gold, vader or reward_model); the score-length analysis needs scores")
     primary = config["evaluation"]["primary_judge"]
     if primary not in judges:
         raise ConfigError(f"evaluation.primary_judge: {primary!r} is not a judge; judges: {', '.join(judges)}")
@@ -137,12 +138,29 @@ class GridPoint:
         return f"variant~{self.variant}/beta~{format_value(self.beta)}/seed~{self.seed}"
 
 
+VARIANT_KEYS = ("loss", "betas")  # the rest of a variant's entry are its loss parameters
+
+
+def loss_params(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
+
+
+def variant_betas(config: dict, variant: str) -> list[float]:
+    """The variant's own `betas` when it sets them (SimPO's beta scales length-normalised
+    log-probs, ~20x DPO's), else the grid's."""
+    return [float(b) for b in config["variants"][variant].get("betas") or config["grid"]["betas"]]
+
+
+def all_betas(config: dict) -> list[float]:
+    return list(dict.fromkeys(b for v in config["grid"]["variants"] for b in variant_betas(config, v)))
+
+
 def grid_points(config: dict) -> list[GridPoint]:
     points = []
     for v in config["grid"]["variants"]:
         spec = config["variants"][v]
-        params = losses.check_params(spec["loss"], {k: x for k, x in spec.items() if k != "loss"}, where=f"variants.{v}")
-        for b in config["grid"]["betas"]:
+        params = losses.check_params(spec["loss"], loss_params(spec), where=f"variants.{v}")
+        for b in variant_betas(config, v):
             for s in config["grid"]["seeds"]:
                 points.append(GridPoint(v, float(b), int(s), spec["loss"], params))
     return points

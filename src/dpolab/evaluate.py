@@ -1,6 +1,6 @@
 """Evaluation of one policy at one temperature: gold reward (bootstrap CI), VADER, KL to the
-reference estimated on the policy's own samples, win rate against SFT on the same prompts
-(ties count half, paired bootstrap CI over prompts), and response lengths."""
+reference estimated on the policy's own samples, and response lengths; plus the helpers the
+study-wide comparison (dpolab.compare, dpolab.winrate) shares."""
 
 from __future__ import annotations
 
@@ -20,12 +20,6 @@ def bootstrap_ci(values, *, resamples: int, confidence: float, seed: int) -> tup
         random_state=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def win_outcomes(policy_scores, baseline_scores) -> np.ndarray:
-    """Per prompt: 1 if the policy's score is higher, 0.5 on a tie, 0 if lower."""
-    policy_scores, baseline_scores = np.asarray(policy_scores), np.asarray(baseline_scores)
-    return np.where(policy_scores > baseline_scores, 1.0, np.where(policy_scores == baseline_scores, 0.5, 0.0))
 
 
 def kl_estimate(policy_logps, reference_logps) -> float:
@@ -56,24 +50,13 @@ def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[li
     return np.array(out)
 
 
-def evaluate_policy(
-    samples: pd.DataFrame,
-    baseline: pd.DataFrame,
-    *,
-    policy_logps: np.ndarray,
-    reference_logps: np.ndarray,
-    resamples: int,
-    confidence: float,
-    seed: int,
-) -> dict:
-    """Metrics for one (policy, temperature). `samples` and `baseline` (SFT at the same
-    temperature) carry gold_score, vader_score, completion_tokens, completion per prompt_id."""
-    paired = samples.merge(baseline, on="prompt_id", suffixes=("", "_sft"), validate="one_to_one")
-    if len(paired) != len(samples):
-        raise ValueError("policy and SFT samples cover different prompts")
-    wins = win_outcomes(paired["gold_score"], paired["gold_score_sft"])
+def evaluate_policy(samples: pd.DataFrame, *, policy_logps: np.ndarray, reference_logps: np.ndarray,
+                    resamples: int, confidence: float, seed: int) -> dict:
+    """Metrics for one (policy, temperature) that need no other policy: gold reward with its
+    bootstrap CI, VADER, KL to the reference, lengths. `samples` carries gold_score,
+    vader_score, completion_tokens and completion per prompt. Win rates are study-wide
+    (dpolab.compare), since they pair each policy with SFT and fit across policies."""
     reward_ci = bootstrap_ci(samples["gold_score"], resamples=resamples, confidence=confidence, seed=seed)
-    win_ci = bootstrap_ci(wins, resamples=resamples, confidence=confidence, seed=seed + 1)
     return {
         "n": int(len(samples)),
         "reward_mean": float(samples["gold_score"].mean()),
@@ -81,9 +64,6 @@ def evaluate_policy(
         "reward_ci_high": reward_ci[1],
         "vader_mean": float(samples["vader_score"].mean()),
         "kl_mean": kl_estimate(policy_logps, reference_logps),
-        "win_rate": float(wins.mean()),
-        "win_rate_ci_low": win_ci[0],
-        "win_rate_ci_high": win_ci[1],
         "length_mean": float(samples["completion_tokens"].mean()),
         "length_median": float(samples["completion_tokens"].median()),
         "chars_mean": float(samples["completion"].str.len().mean()),

@@ -9,26 +9,54 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 SUMMARY_COLUMNS = [
-    "policy", "variant", "loss", "beta", "seed", "temperature", "n",
+    "policy", "variant", "loss", "beta", "seed", "temperature", "judge", "n",
     "reward_mean", "reward_ci_low", "reward_ci_high", "vader_mean", "kl_mean",
-    "win_rate", "win_rate_ci_low", "win_rate_ci_high", "length_mean", "length_median", "chars_mean",
+    "win_rate", "win_rate_ci_low", "win_rate_ci_high",
+    "lc_win_rate", "lc_win_rate_ci_low", "lc_win_rate_ci_high",
+    "win_rate_vs_chosen", "win_rate_vs_chosen_ci_low", "win_rate_vs_chosen_ci_high",
+    "length_mean", "length_median", "chars_mean", "length_ratio_vs_sft", "chars_ratio_vs_sft",
+    "lc_length_coef", "score_length_spearman", "preference_length_spearman", "first_slot_share", "tie_share",
 ]
+METRIC_KEYS = ["policy", "temperature"]
 
 
-def summary_table(metric_files: list[Path]) -> pd.DataFrame:
-    """One row per (policy, temperature) from evaluate's metrics.json files."""
-    rows = [json.loads(Path(f).read_text()) for f in metric_files]
-    table = pd.DataFrame(rows)
-    missing = [c for c in SUMMARY_COLUMNS if c not in table.columns]
+def summary_table(metric_files: list[Path], win_rates: pd.DataFrame) -> pd.DataFrame:
+    """One row per (policy, temperature, judge): evaluate's per-policy metrics (the same for
+    every judge) joined with the study-wide win rates of each judge. Columns a study cannot
+    have (no pairwise judge: position bias; no chosen responses: win rate vs chosen) are
+    empty rather than absent, so every summary.csv has the same columns."""
+    metrics = pd.DataFrame([json.loads(Path(f).read_text()) for f in metric_files])
+    missing = [c for c in ("policy", "variant", "temperature", "reward_mean", "kl_mean", "length_mean", "chars_mean") if c not in metrics]
     if missing:
         raise ValueError(f"metrics files lack columns {missing}")
+    sft = metrics[metrics["variant"] == "sft"].set_index("temperature")
+    metrics["length_ratio_vs_sft"] = metrics["length_mean"] / metrics["temperature"].map(sft["length_mean"])
+    metrics["chars_ratio_vs_sft"] = metrics["chars_mean"] / metrics["temperature"].map(sft["chars_mean"])
+    table = metrics.merge(win_rates, on=METRIC_KEYS, how="left", validate="one_to_many")
+    if table["judge"].isna().any():
+        lacking = table.loc[table["judge"].isna(), "policy"].unique().tolist()
+        raise ValueError(f"no win rates for policies {lacking}")
+    for column in SUMMARY_COLUMNS:
+        if column not in table:
+            table[column] = float("nan")
     table = table[SUMMARY_COLUMNS + [c for c in table.columns if c not in SUMMARY_COLUMNS]]
     table["seed"] = table["seed"].astype("Int64")  # empty for SFT, an integer otherwise
-    order = table["variant"].ne("sft")  # SFT first, then the grid in config order
-    return table.assign(_o=order).sort_values(["_o", "variant", "beta", "seed", "temperature"], kind="stable").drop(columns="_o")
+    order = table["variant"].ne("sft")  # SFT first, then the grid
+    return (table.assign(_o=order).sort_values(["_o", "variant", "beta", "seed", "temperature", "judge"], kind="stable")
+            .drop(columns="_o").reset_index(drop=True))
+
+
+def one_judge(table: pd.DataFrame, judge: str) -> pd.DataFrame:
+    """The rows of one judge: one row per (policy, temperature), as the per-policy metrics."""
+    return table[table["judge"] == judge]
+
+
+def policy_label(row) -> str:
+    return "SFT" if row["variant"] == "sft" else f"{row['variant']} β={row['beta']:g}"
 
 
 def _by_variant(table: pd.DataFrame):
@@ -79,13 +107,84 @@ def _plot_vs_beta(table: pd.DataFrame, path: Path, column: str, ylabel: str, tit
     plt.close(fig)
 
 
-def write_plots(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+def plot_raw_vs_lc(table: pd.DataFrame, path: Path, judge: str) -> None:
+    """Raw and length-controlled win rate against SFT per policy, one panel per temperature."""
+    grid = table[table["variant"] != "sft"]
+    temperatures = sorted(grid["temperature"].unique())
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.5 * len(temperatures), 0.45 * grid["policy"].nunique() + 1.8),
+                             sharey=True, squeeze=False)
+    for ax, temperature in zip(axes[0], temperatures):
+        rows = grid[grid["temperature"] == temperature].reset_index(drop=True)
+        y = range(len(rows))
+        for offset, (column, label, color) in enumerate((("win_rate", "raw", "tab:blue"), ("lc_win_rate", "length-controlled", "tab:orange"))):
+            err = [rows[column] - rows[f"{column}_ci_low"], rows[f"{column}_ci_high"] - rows[column]]
+            ax.errorbar(rows[column], [v + 0.15 * (offset * 2 - 1) for v in y], xerr=err, fmt="o", capsize=3, color=color, label=label)
+        ax.axvline(0.5, color="black", ls="--", lw=1)
+        ax.set_yticks(list(y), [policy_label(r) for _, r in rows.iterrows()], fontsize=8)
+        ax.set_xlabel(f"win rate vs SFT ({judge})")
+        ax.set_title(f"T={temperature:g}")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Raw vs length-controlled win rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_win_rate_vs_temperature(table: pd.DataFrame, path: Path, judge: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    colors = {v: f"C{i}" for i, v in enumerate(table.loc[table["variant"] != "sft", "variant"].unique())}
+    styles = ["-", "--", ":", "-."]
+    for (variant, beta), rows in table[table["variant"] != "sft"].groupby(["variant", "beta"], sort=False):
+        means = rows.groupby("temperature")[["win_rate", "win_rate_ci_low", "win_rate_ci_high"]].mean().sort_index()
+        betas = sorted(table.loc[table["variant"] == variant, "beta"].unique())
+        err = [means["win_rate"] - means["win_rate_ci_low"], means["win_rate_ci_high"] - means["win_rate"]]
+        ax.errorbar(means.index, means["win_rate"], yerr=err, fmt="o", ls=styles[betas.index(beta) % len(styles)],
+                    color=colors[variant], capsize=3, label=f"{variant} β={beta:g}")
+    ax.axhline(0.5, color="black", ls="--", lw=1, label="SFT")
+    ax.set_xlabel("sampling temperature")
+    ax.set_ylabel(f"win rate vs SFT ({judge})")
+    ax.set_title("Win rate vs temperature")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_score_vs_length(scores: pd.DataFrame, variants: dict, path: Path, judge: str) -> None:
+    """Every generation's score under `judge` against its length, coloured by variant."""
+    rows = scores[scores["judge"] == judge].assign(variant=lambda f: f["policy"].map(variants))
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, size=len(rows))
+    for i, (variant, part) in enumerate(rows.groupby("variant", sort=False)):
+        ax.scatter(part["completion_tokens"] + jitter[: len(part)], part["score"], s=6, alpha=0.4, color=f"C{i}", label=variant)
+    from dpolab.winrate import spearman
+
+    rho = spearman(rows["score"], rows["completion_tokens"])
+    ax.set_xlabel("response length (tokens)")
+    ax.set_ylabel(f"{judge} score")
+    ax.set_title(f"Score vs length (Spearman ρ = {rho:.2f}, all generations)")
+    ax.legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PLOTS = ("reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate", "win_rate_vs_temperature", "score_vs_length")
+
+
+def write_plots(table: pd.DataFrame, scores: pd.DataFrame, out_dir: Path, *, primary_judge: str, score_judge: str) -> list[Path]:
+    """The study's plots; win rates are the primary judge's, the scatter uses `score_judge`
+    (a pointwise judge; every study has one)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    sft = table[table["variant"] == "sft"]
-    paths = {name: out_dir / f"{name}.png" for name in ("reward_vs_kl", "win_rate_vs_beta", "length_vs_beta")}
-    plot_frontier(table, paths["reward_vs_kl"])
-    _plot_vs_beta(table, paths["win_rate_vs_beta"], "win_rate", "win rate vs SFT (gold judge)", "Win rate vs beta", 0.5,
+    rows = one_judge(table, primary_judge)
+    sft = rows[rows["variant"] == "sft"]
+    paths = {name: out_dir / f"{name}.png" for name in PLOTS}
+    plot_frontier(rows, paths["reward_vs_kl"])
+    _plot_vs_beta(rows, paths["win_rate_vs_beta"], "win_rate", f"win rate vs SFT ({primary_judge})", "Win rate vs beta", 0.5,
                   ci=("win_rate_ci_low", "win_rate_ci_high"))
-    _plot_vs_beta(table, paths["length_vs_beta"], "length_mean", "response length (tokens)", "Length vs beta",
+    _plot_vs_beta(rows, paths["length_vs_beta"], "length_mean", "response length (tokens)", "Length vs beta",
                   float(sft["length_mean"].mean()) if len(sft) else None)
+    plot_raw_vs_lc(rows, paths["raw_vs_lc_win_rate"], primary_judge)
+    plot_win_rate_vs_temperature(rows, paths["win_rate_vs_temperature"], primary_judge)
+    plot_score_vs_length(scores, dict(zip(rows["policy"], rows["variant"])), paths["score_vs_length"], score_judge)
     return list(paths.values())

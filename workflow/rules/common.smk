@@ -1,7 +1,7 @@
 # Helpers shared by the rule files: config validation, grid, wildcard constraints, targets.
 import re
 
-from dpolab.config import format_value, grid_points, policies, validate_config
+from dpolab.config import all_betas, format_value, grid_points, pairwise_judges, policies, validate_config
 from dpolab.errors import ConfigError
 
 try:
@@ -15,6 +15,10 @@ GRID = grid_points(config)
 POLICIES = policies(config)
 TEMPERATURES = [format_value(float(t)) for t in config["generation"]["temperatures"]]
 DEVICE = config["device"]
+POLICY_TEMPERATURES = [(p, t) for p in POLICIES for t in TEMPERATURES]  # explicit order for study-wide rules
+PAIRWISE_JUDGES = pairwise_judges(config)
+# the score-vs-length scatter needs a pointwise judge (the config has one): the primary one if it is, else the first
+SCORE_JUDGE = next(j for j in [config["evaluation"]["primary_judge"], *config["judges"]] if config["judges"][j]["kind"] != "llm_pairwise")
 
 
 def _one_of(values):
@@ -23,10 +27,11 @@ def _one_of(values):
 
 wildcard_constraints:
     variant=_one_of(config["grid"]["variants"]),
-    beta=_one_of(format_value(float(b)) for b in config["grid"]["betas"]),
+    beta=_one_of(format_value(b) for b in all_betas(config)),
     seed=_one_of(config["grid"]["seeds"]),
     policy=_one_of(POLICIES),
     temperature=_one_of(TEMPERATURES),
+    judge=_one_of(config["judges"]),
 
 
 def stage_threads():
@@ -48,7 +53,7 @@ def policy_model_dir(wildcards):
 
 
 def study_targets():
-    return [f"{STUDY}/summary.csv", f"{STUDY}/plots/reward_vs_kl.png"]
+    return [f"{STUDY}/summary.csv", f"{STUDY}/plots/reward_vs_kl.png", f"{STUDY}/compare/win_rates.csv"]
 
 
 STUDY_RUN = f"{STUDY}/mlflow/study_run.json"

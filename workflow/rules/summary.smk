@@ -1,7 +1,10 @@
 rule summary:
     input:
         study_run=STUDY_RUN,
-        metrics=expand(f"{STUDY}/evaluate/{{policy}}/temp~{{temperature}}/metrics.json", policy=POLICIES, temperature=TEMPERATURES),
+        metrics=[f"{STUDY}/evaluate/{p}/temp~{t}/metrics.json" for p, t in POLICY_TEMPERATURES],
+        win_rates=f"{STUDY}/compare/win_rates.csv",
+        scores=f"{STUDY}/compare/scores.parquet",
+        length=f"{STUDY}/compare/length_analysis.json",
         data_card=f"{STUDY}/data/data_card.json",
         judge_accuracy=f"{STUDY}/judge/accuracy.json",
         pair_stats=f"{STUDY}/pairs/stats.json",
@@ -10,7 +13,12 @@ rule summary:
         frontier=report(f"{STUDY}/plots/reward_vs_kl.png", caption="../report/reward_vs_kl.rst", category="Plots"),
         win_rate=report(f"{STUDY}/plots/win_rate_vs_beta.png", caption="../report/win_rate_vs_beta.rst", category="Plots"),
         length=report(f"{STUDY}/plots/length_vs_beta.png", caption="../report/length_vs_beta.rst", category="Plots"),
+        lc=report(f"{STUDY}/plots/raw_vs_lc_win_rate.png", caption="../report/raw_vs_lc_win_rate.rst", category="Plots"),
+        temperature=report(f"{STUDY}/plots/win_rate_vs_temperature.png", caption="../report/win_rate_vs_temperature.rst", category="Plots"),
+        score_length=report(f"{STUDY}/plots/score_vs_length.png", caption="../report/score_vs_length.rst", category="Plots"),
         config=f"{STUDY}/resolved_config.yaml",
+    params:
+        score_judge=SCORE_JUDGE,
     log:
         f"{STUDY}/logs/summary.log",
     benchmark:

@@ -1,0 +1,50 @@
+# Study-wide comparison: pairwise LLM judges (one job per judge, the engine starts once for
+# every policy and temperature), then win rates, LC win rates and the length analysis.
+
+
+def pairwise_judge_model(wildcards):
+    """The study's base model when the judge uses it (source: base); else nothing to wait for."""
+    spec = config["judges"][wildcards.judge]
+    return [f"{STUDY}/base/model"] if spec["source"] == "base" else []
+
+
+rule pairwise_judge:
+    input:
+        study_run=STUDY_RUN,
+        samples=[f"{STUDY}/generate/{p}/temp~{t}/samples.jsonl" for p, t in POLICY_TEMPERATURES],
+        prompts=f"{STUDY}/data/prompts_test.parquet",
+        model=pairwise_judge_model,
+    output:
+        verdicts=f"{STUDY}/compare/pairwise/{{judge}}.parquet",
+    params:
+        policy_temperatures=POLICY_TEMPERATURES,
+    log:
+        f"{STUDY}/logs/pairwise_judge/{{judge}}.log",
+    benchmark:
+        f"{STUDY}/benchmarks/pairwise_judge/{{judge}}.tsv"
+    threads: heavy_threads()
+    script:
+        "../scripts/pairwise_judge.py"
+
+
+rule compare:
+    input:
+        study_run=STUDY_RUN,
+        scored=[f"{STUDY}/evaluate/{p}/temp~{t}/scored.parquet" for p, t in POLICY_TEMPERATURES],
+        pairwise=expand(f"{STUDY}/compare/pairwise/{{judge}}.parquet", judge=PAIRWISE_JUDGES),
+        prompts=f"{STUDY}/data/prompts_test.parquet",
+        pair_stats=f"{STUDY}/pairs/stats.json",
+        judge=f"{STUDY}/judge/gold",
+    output:
+        judgments=f"{STUDY}/compare/judgments.parquet",
+        scores=f"{STUDY}/compare/scores.parquet",
+        win_rates=f"{STUDY}/compare/win_rates.csv",
+        length=f"{STUDY}/compare/length_analysis.json",
+    params:
+        policies=POLICIES,
+    log:
+        f"{STUDY}/logs/compare.log",
+    benchmark:
+        f"{STUDY}/benchmarks/compare.tsv"
+    script:
+        "../scripts/compare.py"

@@ -1,0 +1,44 @@
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from dpolab import jobs
+from dpolab.compare import CompareSettings, length_analysis, pairwise_judgments, pointwise_judgments, score_table, win_rates
+from dpolab.config import pairwise_judges, pointwise_judges
+from dpolab.judges import make_judge
+
+config, inputs, outputs = snakemake.config, snakemake.input, snakemake.output
+with jobs.job(snakemake, "compare", params={"evaluation": config["evaluation"], "judges": config["judges"]}):
+    settings = CompareSettings.from_config(config["evaluation"])
+    scored = pd.concat([pd.read_parquet(f) for f in inputs.scored], ignore_index=True)
+    prompts = pd.read_parquet(inputs.prompts)
+    chosen = prompts.set_index("prompt_id")["chosen"] if "chosen" in prompts else None
+    if chosen is not None:
+        chosen = chosen[chosen.str.strip() != ""]
+        test_prompts = prompts.set_index("prompt_id").loc[chosen.index, "prompt"]
+    frames = []
+    for name in pointwise_judges(config):
+        chosen_scores = None
+        if chosen is not None and len(chosen):
+            judge = make_judge(name, config["judges"][name], gold_dir=Path(inputs.judge))
+            chosen_scores = pd.Series(judge.score(test_prompts.tolist(), chosen.tolist()), index=chosen.index)
+        frames.append(pointwise_judgments(scored, name, chosen_scores))
+    for name, verdict_file in zip(pairwise_judges(config), inputs.pairwise, strict=True):
+        frames.append(pairwise_judgments(pd.read_parquet(verdict_file), scored, name))
+    judgments = pd.concat(frames, ignore_index=True)
+    scores = score_table(scored, pointwise_judges(config))
+    rates = win_rates(judgments, scores, settings, snakemake.params.policies)
+    analysis = length_analysis(scored, scores, json.loads(Path(inputs.pair_stats).read_text()), rates)
+
+    judgments.to_parquet(outputs.judgments, index=False)
+    scores.to_parquet(outputs.scores, index=False)
+    rates.to_csv(outputs.win_rates, index=False)
+    Path(outputs.length).write_text(json.dumps(analysis, indent=2))
+    print(rates.to_string(index=False))
+    mlflow.log_table(rates, "win_rates.json")
+    mlflow.log_artifact(outputs.win_rates)
+    mlflow.log_artifact(outputs.length)
+    mlflow.log_metrics({"chosen_longer_share": analysis["data"]["chosen_longer_share"],
+                        "pairs_length_difference_mean": analysis["data"]["length_difference_mean"]})

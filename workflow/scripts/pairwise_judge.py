@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from dpolab import jobs
+from dpolab.compare import BASELINE, CHOSEN
+from dpolab.judges import make_judge, position_bias
+
+config, judge_name = snakemake.config, snakemake.wildcards.judge
+spec = config["judges"][judge_name]
+with jobs.job(snakemake, "pairwise_judge", params={"judge": {judge_name: spec}}, tags={"judge": judge_name}):
+    prompts = pd.read_parquet(snakemake.input.prompts)
+    chosen = prompts.set_index("prompt_id")["chosen"] if "chosen" in prompts else pd.Series(dtype=str)
+    chosen = chosen[chosen.str.strip() != ""]
+    frames = [pd.read_json(f, lines=True).assign(policy=p, temperature=float(t))
+              for (p, t), f in zip(snakemake.params.policy_temperatures, snakemake.input.samples, strict=True)]
+    samples = pd.concat(frames, ignore_index=True)[["policy", "temperature", "prompt_id", "prompt", "completion"]]
+    sft = samples[samples["policy"] == BASELINE].rename(columns={"completion": "opponent_text"})
+    # every policy against SFT (same prompt, same temperature), and every policy against the chosen response
+    vs_sft = samples[samples["policy"] != BASELINE].merge(sft[["temperature", "prompt_id", "opponent_text"]],
+                                                           on=["temperature", "prompt_id"], validate="many_to_one")
+    vs_chosen = samples[samples["prompt_id"].isin(chosen.index)].assign(opponent_text=lambda f: chosen.loc[f["prompt_id"]].to_numpy())
+    requests = pd.concat([vs_sft.assign(opponent=BASELINE), vs_chosen.assign(opponent=CHOSEN)], ignore_index=True)
+    judge = make_judge(judge_name, spec, base_model_dir=snakemake.input.model[0] if snakemake.input.model else None,
+                       device=config["device"], cache_dir=Path(snakemake.output.verdicts).parent / "vllm-cache")
+    table = judge.compare(requests["prompt"].tolist(), requests["completion"].tolist(), requests["opponent_text"].tolist())
+    verdicts = pd.concat([requests[["policy", "temperature", "prompt_id", "opponent"]], table], axis=1)
+    verdicts.to_parquet(snakemake.output.verdicts, index=False)
+    bias = position_bias(pd.concat([verdicts["verdict_in_order"], verdicts["verdict_swapped"]]))
+    print(f"{len(verdicts)} comparisons, position bias {bias}")
+    mlflow.log_metrics({k: v for k, v in bias.items() if v == v})
+    mlflow.log_table(pd.concat([requests[["policy", "temperature", "prompt", "completion", "opponent", "opponent_text"]], table], axis=1),
+                     f"verdicts_{judge_name}.json")
