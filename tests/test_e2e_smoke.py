@@ -57,7 +57,8 @@ def test_summary_has_every_policy_temperature_and_judge(smoke):
     numeric = grid[[c for c in required if c not in ("policy", "variant", "judge")]]
     assert numeric.map(lambda v: math.isfinite(v)).all().all()
     assert ((table["reward_ci_low"] <= table["reward_mean"]) & (table["reward_mean"] <= table["reward_ci_high"])).all()
-    assert ((grid["lc_win_rate_ci_low"] <= grid["lc_win_rate"]) & (grid["lc_win_rate"] <= grid["lc_win_rate_ci_high"])).all()
+    # a percentile interval need not contain the full-data fit exactly: allow optimiser noise
+    assert ((grid["lc_win_rate_ci_low"] <= grid["lc_win_rate"] + 1e-6) & (grid["lc_win_rate"] <= grid["lc_win_rate_ci_high"] + 1e-6)).all()
     for column in ("win_rate", "lc_win_rate", "win_rate_vs_chosen"):
         assert table[column].between(0, 1).all(), column
     assert (table["length_mean"] > 0).all()

@@ -50,6 +50,12 @@ def summary_table(metric_files: list[Path], win_rates: pd.DataFrame) -> pd.DataF
             .drop(columns="_o").reset_index(drop=True))
 
 
+def _err(mid, low, high):
+    """Error bar lengths; clipped at 0 because a percentile bootstrap interval need not
+    contain the point estimate exactly (the LC point is the full-data fit)."""
+    return [np.clip(mid - low, 0, None), np.clip(high - mid, 0, None)]
+
+
 def one_judge(table: pd.DataFrame, judge: str) -> pd.DataFrame:
     """The rows of one judge: one row per (policy, temperature), as the per-policy metrics."""
     return table[table["judge"] == judge]
@@ -91,7 +97,7 @@ def _plot_vs_beta(table: pd.DataFrame, path: Path, column: str, ylabel: str, tit
             means = at_t.groupby("beta")[[column] + (list(ci) if ci else [])].mean().sort_index()
             label = f"{variant} (T={temperature:g})"
             if ci:
-                err = [means[column] - means[ci[0]], means[ci[1]] - means[column]]
+                err = _err(means[column], means[ci[0]], means[ci[1]])
                 ax.errorbar(means.index, means[column], yerr=err, fmt="o-", capsize=3, label=label)
             else:
                 ax.plot(means.index, means[column], "o-", label=label)
@@ -117,7 +123,7 @@ def plot_raw_vs_lc(table: pd.DataFrame, path: Path, judge: str) -> None:
         rows = grid[grid["temperature"] == temperature].reset_index(drop=True)
         y = range(len(rows))
         for offset, (column, label, color) in enumerate((("win_rate", "raw", "tab:blue"), ("lc_win_rate", "length-controlled", "tab:orange"))):
-            err = [rows[column] - rows[f"{column}_ci_low"], rows[f"{column}_ci_high"] - rows[column]]
+            err = _err(rows[column], rows[f"{column}_ci_low"], rows[f"{column}_ci_high"])
             ax.errorbar(rows[column], [v + 0.15 * (offset * 2 - 1) for v in y], xerr=err, fmt="o", capsize=3, color=color, label=label)
         ax.axvline(0.5, color="black", ls="--", lw=1)
         ax.set_yticks(list(y), [policy_label(r) for _, r in rows.iterrows()], fontsize=8)
@@ -137,7 +143,7 @@ def plot_win_rate_vs_temperature(table: pd.DataFrame, path: Path, judge: str) ->
     for (variant, beta), rows in table[table["variant"] != "sft"].groupby(["variant", "beta"], sort=False):
         means = rows.groupby("temperature")[["win_rate", "win_rate_ci_low", "win_rate_ci_high"]].mean().sort_index()
         betas = sorted(table.loc[table["variant"] == variant, "beta"].unique())
-        err = [means["win_rate"] - means["win_rate_ci_low"], means["win_rate_ci_high"] - means["win_rate"]]
+        err = _err(means["win_rate"], means["win_rate_ci_low"], means["win_rate_ci_high"])
         ax.errorbar(means.index, means["win_rate"], yerr=err, fmt="o", ls=styles[betas.index(beta) % len(styles)],
                     color=colors[variant], capsize=3, label=f"{variant} β={beta:g}")
     ax.axhline(0.5, color="black", ls="--", lw=1, label="SFT")
