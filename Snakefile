@@ -1,7 +1,11 @@
 # dpolab: a DPO study as a Snakemake workflow. Entry point only: config, includes, targets.
 # Run: snakemake --cores all --configfile configs/default.yaml   (or: make study)
 
-configfile: "configs/default.yaml"
+# The default study when no --configfile is given. A given config file replaces it rather
+# than being merged into it, so a study never inherits another study's variants or judges.
+if not workflow.overwrite_configfiles:
+
+    configfile: "configs/default.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -89,7 +89,7 @@ def test_snakemake_stops_before_any_job(tmp_path):
     assert not (ROOT / "results" / "bad-config-test").exists()
 
 
-@pytest.mark.parametrize("name", ["default", "smoke"])
+@pytest.mark.parametrize("name", ["default", "smoke", "length_bias"])
 def test_dry_run(name):
     snakemake = Path(sys.executable).with_name("snakemake")
     result = subprocess.run(
@@ -99,7 +99,20 @@ def test_dry_run(name):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     n_grid = len(grid_points(load_config(ROOT / "configs" / f"{name}.yaml")))
-    for rule in ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "generate", "evaluate", "summary"):
+    for rule in ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "generate", "evaluate",
+                 "compare", "summary"):
         assert rule in out, rule
     dpo_line = [line for line in out.splitlines() if line.split()[:1] == ["dpo"]]
     assert dpo_line and int(dpo_line[0].split()[1]) == n_grid
+
+
+def test_a_config_file_replaces_the_default_study():
+    """--configfile smoke.yaml must not inherit default.yaml's variants (simpo's betas: [2.0])."""
+    snakemake = Path(sys.executable).with_name("snakemake")
+    result = subprocess.run(
+        [str(snakemake), "-n", "--forceall", "--configfile", "configs/smoke.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dpo/variant~simpo/beta~0.1/seed~0/model" in result.stdout
+    assert "beta~2" not in result.stdout and "results/default" not in result.stdout
