@@ -34,6 +34,21 @@ class CompareSettings:
         return cls(evaluation["bootstrap_resamples"], evaluation["confidence_level"], evaluation["seed"], lc)
 
 
+def dataset_responses(prompts: pd.DataFrame) -> pd.Series:
+    """The dataset's chosen response per prompt_id (non-empty ones); empty when the test
+    prompts carry none."""
+    if "chosen" not in prompts:
+        return pd.Series(dtype=str)
+    chosen = prompts.set_index("prompt_id")["chosen"]
+    return chosen[chosen.str.strip() != ""]
+
+
+def ratio_vs_sft(frame: pd.DataFrame, column: str) -> pd.Series:
+    """`column` divided by SFT's value at the same temperature."""
+    sft = frame[frame["policy"] == BASELINE].set_index("temperature")[column]
+    return frame[column] / frame["temperature"].map(sft)
+
+
 def pointwise_judgments(scored: pd.DataFrame, judge: str, chosen_scores: pd.Series | None) -> pd.DataFrame:
     """Preferences of one pointwise judge: each non-SFT policy against SFT on the same prompt
     and temperature, and every policy (SFT included) against the dataset's chosen response.
@@ -78,6 +93,8 @@ def win_rates(judgments: pd.DataFrame, scores: pd.DataFrame, settings: CompareSe
     its CI, win rate vs the dataset's chosen responses and its CI, position bias (pairwise
     judges), and how score and preference follow length. SFT's own row has 0.5 against
     itself by definition."""
+    score_length = {key: spearman(part["score"], part["completion_tokens"])
+                    for key, part in scores.groupby(["judge", "policy", "temperature"], sort=False)}
     rows = []
     for (judge, temperature), at_t in judgments.groupby(["judge", "temperature"], sort=False):
         vs_sft = at_t[at_t["opponent"] == BASELINE]
@@ -104,9 +121,8 @@ def win_rates(judgments: pd.DataFrame, scores: pd.DataFrame, settings: CompareSe
                 decided = pd.concat([mine["verdict_in_order"], mine["verdict_swapped"]]).dropna()
                 bias = position_bias(decided)
                 row.update(first_slot_share=bias["first_slot_share"], tie_share=bias["tie_share"])
-            my_scores = scores[(scores["judge"] == judge) & (scores["policy"] == policy) & (scores["temperature"] == temperature)]
-            if len(my_scores):
-                row["score_length_spearman"] = spearman(my_scores["score"], my_scores["completion_tokens"])
+            if (judge, policy, temperature) in score_length:
+                row["score_length_spearman"] = score_length[(judge, policy, temperature)]
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -123,9 +139,8 @@ def length_analysis(scored: pd.DataFrame, scores: pd.DataFrame, pair_stats: dict
     judge side (Spearman of score and length over all generations) and the LC fits' length terms."""
     lengths = scored.groupby(["policy", "temperature"], sort=False).agg(
         tokens_mean=("completion_tokens", "mean"), chars_mean=("chars", "mean")).reset_index()
-    sft = lengths[lengths["policy"] == BASELINE].set_index("temperature")
-    lengths["tokens_ratio_vs_sft"] = lengths["tokens_mean"] / lengths["temperature"].map(sft["tokens_mean"])
-    lengths["chars_ratio_vs_sft"] = lengths["chars_mean"] / lengths["temperature"].map(sft["chars_mean"])
+    lengths["tokens_ratio_vs_sft"] = ratio_vs_sft(lengths, "tokens_mean")
+    lengths["chars_ratio_vs_sft"] = ratio_vs_sft(lengths, "chars_mean")
     judge_side = {
         f"{judge}/temp_{temperature:g}": spearman(rows["score"], rows["completion_tokens"])
         for (judge, temperature), rows in scores.groupby(["judge", "temperature"], sort=False)

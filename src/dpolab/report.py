@@ -12,6 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dpolab.compare import ratio_vs_sft  # noqa: E402
+from dpolab.winrate import spearman  # noqa: E402
+
 SUMMARY_COLUMNS = [
     "policy", "variant", "loss", "beta", "seed", "temperature", "judge", "n",
     "reward_mean", "reward_ci_low", "reward_ci_high", "vader_mean", "kl_mean",
@@ -33,9 +36,8 @@ def summary_table(metric_files: list[Path], win_rates: pd.DataFrame) -> pd.DataF
     missing = [c for c in ("policy", "variant", "temperature", "reward_mean", "kl_mean", "length_mean", "chars_mean") if c not in metrics]
     if missing:
         raise ValueError(f"metrics files lack columns {missing}")
-    sft = metrics[metrics["variant"] == "sft"].set_index("temperature")
-    metrics["length_ratio_vs_sft"] = metrics["length_mean"] / metrics["temperature"].map(sft["length_mean"])
-    metrics["chars_ratio_vs_sft"] = metrics["chars_mean"] / metrics["temperature"].map(sft["chars_mean"])
+    metrics["length_ratio_vs_sft"] = ratio_vs_sft(metrics, "length_mean")
+    metrics["chars_ratio_vs_sft"] = ratio_vs_sft(metrics, "chars_mean")
     table = metrics.merge(win_rates, on=METRIC_KEYS, how="left", validate="one_to_many")
     if table["judge"].isna().any():
         lacking = table.loc[table["judge"].isna(), "policy"].unique().tolist()
@@ -163,8 +165,6 @@ def plot_score_vs_length(scores: pd.DataFrame, variants: dict, path: Path, judge
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, size=len(rows))
     for i, (variant, part) in enumerate(rows.groupby("variant", sort=False)):
         ax.scatter(part["completion_tokens"] + jitter[: len(part)], part["score"], s=6, alpha=0.4, color=f"C{i}", label=variant)
-    from dpolab.winrate import spearman
-
     rho = spearman(rows["score"], rows["completion_tokens"])
     ax.set_xlabel("response length (tokens)")
     ax.set_ylabel(f"{judge} score")

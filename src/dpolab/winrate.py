@@ -116,15 +116,16 @@ def lc_win_rates(frame: pd.DataFrame, settings: LCSettings) -> pd.DataFrame:
     point = fit.lc_win_rates()
     prompts = fit.prompts
     rng = np.random.default_rng(settings.seed)
-    by_prompt = {pid: rows for pid, rows in frame.groupby("prompt_id", sort=True)}
+    frame = frame.reset_index(drop=True)
+    rows_of = [np.flatnonzero(frame["prompt_id"].to_numpy() == pid) for pid in prompts]  # once, not per resample
     start = np.concatenate([fit.theta, fit.phi, fit.gamma])
     draws = {p: [] for p in fit.policies}
     for _ in range(settings.resamples):
-        picked = rng.choice(prompts, size=len(prompts), replace=True)
+        picked = rng.integers(len(prompts), size=len(prompts))
+        rows = np.concatenate([rows_of[i] for i in picked])
         # each draw of a prompt becomes its own prompt id, so duplicates get their own difficulty
-        resample = pd.concat(
-            [by_prompt[pid].assign(prompt_id=i) for i, pid in enumerate(picked)], ignore_index=True
-        )
+        new_ids = np.repeat(np.arange(len(picked)), [len(rows_of[i]) for i in picked])
+        resample = frame.iloc[rows].assign(prompt_id=new_ids)
         refit = fit_lc_model(resample, settings, start=start)
         for policy, value in refit.lc_win_rates().items():
             draws[policy].append(value)

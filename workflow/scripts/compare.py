@@ -5,7 +5,7 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.compare import CompareSettings, length_analysis, pairwise_judgments, pointwise_judgments, score_table, win_rates
+from dpolab.compare import CompareSettings, dataset_responses, length_analysis, pairwise_judgments, pointwise_judgments, score_table, win_rates
 from dpolab.config import pairwise_judges, pointwise_judges
 from dpolab.judges import make_judge
 
@@ -14,14 +14,12 @@ with jobs.job(snakemake, "compare", params={"evaluation": config["evaluation"], 
     settings = CompareSettings.from_config(config["evaluation"])
     scored = pd.concat([pd.read_parquet(f) for f in inputs.scored], ignore_index=True)
     prompts = pd.read_parquet(inputs.prompts)
-    chosen = prompts.set_index("prompt_id")["chosen"] if "chosen" in prompts else None
-    if chosen is not None:
-        chosen = chosen[chosen.str.strip() != ""]
-        test_prompts = prompts.set_index("prompt_id").loc[chosen.index, "prompt"]
+    chosen = dataset_responses(prompts)
+    test_prompts = prompts.set_index("prompt_id").loc[chosen.index, "prompt"]
     frames = []
     for name in pointwise_judges(config):
         chosen_scores = None
-        if chosen is not None and len(chosen):
+        if len(chosen):
             judge = make_judge(name, config["judges"][name], gold_dir=Path(inputs.judge))
             chosen_scores = pd.Series(judge.score(test_prompts.tolist(), chosen.tolist()), index=chosen.index)
         frames.append(pointwise_judgments(scored, name, chosen_scores))

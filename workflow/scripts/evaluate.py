@@ -21,7 +21,9 @@ else:
 with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(config), params={"evaluation": ev, "judges": config["judges"]}):
     # gold and VADER always: the study's reward and its second opinion; then every pointwise judge
     gold, vader = GoldJudge.load(Path(inputs.judge)), VaderJudge()
-    judges = {name: make_judge(name, config["judges"][name], gold_dir=Path(inputs.judge)) for name in pointwise_judges(config)}
+    # judges of kind gold/vader reuse those scores; other pointwise judges (reward models) load here
+    judges = {name: make_judge(name, config["judges"][name]) for name in pointwise_judges(config)
+              if config["judges"][name]["kind"] not in ("gold", "vader")}
     reference, _ = load_policy(Path(inputs.reference))
     policy = reference if wildcards.policy == "sft" else load_policy(Path(inputs.model))[0]
 
@@ -30,10 +32,12 @@ with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(config), params=
     ):
         samples = pd.read_json(samples_file, lines=True)
         prompts, completions = samples["prompt"].tolist(), samples["completion"].tolist()
+        by_kind = {"gold": gold.score(prompts, completions), "vader": vader.score(prompts, completions)}
         samples = samples.assign(
-            gold_score=gold.score(prompts, completions), vader_score=vader.score(prompts, completions),
+            gold_score=by_kind["gold"], vader_score=by_kind["vader"],
             completion_tokens=samples["completion_token_ids"].str.len(), chars=samples["completion"].str.len(),
-            **{f"score_{name}": judge.score(prompts, completions) for name, judge in judges.items()},
+            **{f"score_{name}": by_kind[config["judges"][name]["kind"]] if name not in judges else judges[name].score(prompts, completions)
+               for name in pointwise_judges(config)},
         )
         token_ids = samples["prompt_token_ids"].tolist(), samples["completion_token_ids"].tolist()
         reference_logps = completion_logps(reference, *token_ids)
@@ -48,8 +52,8 @@ with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(config), params=
         scored.drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
         step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("beta", "seed", "temperature")}
         mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in step.items()})
-        score_columns = ["gold_score", "vader_score"] + [f"score_{name}" for name in judges]
+        score_columns = ["gold_score", "vader_score"] + [f"score_{name}" for name in pointwise_judges(config)]
         mlflow.log_table(
-            samples[["prompt_id", "prompt", "completion", *dict.fromkeys(score_columns), "completion_tokens"]],
+            samples[["prompt_id", "prompt", "completion", *score_columns, "completion_tokens"]],
             f"generations_scored/temp_{float(temperature):g}.json",
         )

@@ -4,15 +4,14 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.compare import BASELINE, CHOSEN
+from dpolab.compare import BASELINE, CHOSEN, dataset_responses
 from dpolab.judges import make_judge, position_bias
 
 config, judge_name = snakemake.config, snakemake.wildcards.judge
 spec = config["judges"][judge_name]
 with jobs.job(snakemake, "pairwise_judge", params={"judge": {judge_name: spec}}, tags={"judge": judge_name}):
     prompts = pd.read_parquet(snakemake.input.prompts)
-    chosen = prompts.set_index("prompt_id")["chosen"] if "chosen" in prompts else pd.Series(dtype=str)
-    chosen = chosen[chosen.str.strip() != ""]
+    chosen = dataset_responses(prompts)
     frames = [pd.read_json(f, lines=True).assign(policy=p, temperature=float(t))
               for (p, t), f in zip(snakemake.params.policy_temperatures, snakemake.input.samples, strict=True)]
     samples = pd.concat(frames, ignore_index=True)[["policy", "temperature", "prompt_id", "prompt", "completion"]]
