@@ -9,7 +9,7 @@ CORES ?= all
 PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env study smoke test test-unit mlflow-ui report dry-run clean-env
+.PHONY: env system-deps study smoke test test-unit mlflow-ui report dry-run clean-env
 
 # The stamp depends on the pins: editing envs/cpu.txt or pyproject.toml rebuilds the env.
 $(VENV)/.installed: envs/cpu.txt pyproject.toml
@@ -25,6 +25,14 @@ $(VENV)/.installed: envs/cpu.txt pyproject.toml
 
 env: $(VENV)/.installed
 
+# Debian packages listed in envs/apt.txt (Chromium and its driver for the browser tests);
+# needs root or sudo; skipped when every package is already installed.
+APT_PACKAGES := $(shell sed 's/\#.*//' envs/apt.txt)
+system-deps:
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present: $(APT_PACKAGES)"; \
+	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); fi
+
 study: env
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 
@@ -39,6 +47,10 @@ test: env
 
 test-unit: env
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+# The Snakemake report of a finished study: plots, summary tables and captions in one HTML file.
+report: env
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report results/$(STUDY)/report.html
 
 mlflow-ui: env
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) --workers 1 \

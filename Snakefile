@@ -8,6 +8,9 @@ if not workflow.overwrite_configfiles:
     configfile: "configs/default.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/mlflow.smk"
 include: "workflow/rules/data.smk"

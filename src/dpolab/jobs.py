@@ -9,6 +9,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
+
 from dpolab import tracking
 from dpolab.config import parse_policy
 
@@ -63,9 +65,30 @@ def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = N
     tags = {**grid_tags(snakemake.wildcards), **(tags or {})}
     suffix = "/".join(f"{k}~{v}" for k, v in dict(snakemake.wildcards).items()) or ""
     name = f"{snakemake.rule}/{suffix}" if suffix else snakemake.rule
+    tags.update(log_file=snakemake.log[0], benchmark_file=tracking.benchmark_file(snakemake.log[0]))
     study_run_file = snakemake.input.get("study_run") or snakemake.input[0]
     logging.getLogger("dpolab").info("job %s (threads=%s)", name, snakemake.threads)
+    job_params = {**(params or {}), "job": {"rule": snakemake.rule, "threads": snakemake.threads},
+                  **({"wildcards": dict(snakemake.wildcards)} if len(snakemake.wildcards) else {})}
     with tracking.job_run(
-        study_run_file, rule=snakemake.rule, stage=stage, name=name, tags=tags, params=params, config=snakemake.config
+        study_run_file, rule=snakemake.rule, stage=stage, name=name, tags=tags, params=job_params, config=snakemake.config
     ) as run:
+        mlflow.log_dict(job_record(snakemake), "job.json")
         yield run
+
+
+def job_record(snakemake) -> dict:
+    """Everything Snakemake resolved for this job: rule, wildcards, files, threads,
+    resources, params and the full validated config (with schema defaults filled in)."""
+    resources = {k: v for k, v in snakemake.resources.items() if not k.startswith("_")}
+    return {
+        "rule": snakemake.rule,
+        "wildcards": dict(snakemake.wildcards),
+        "input": [str(f) for f in snakemake.input],
+        "output": [str(f) for f in snakemake.output],
+        "log": [str(f) for f in snakemake.log],
+        "threads": snakemake.threads,
+        "resources": {k: v if isinstance(v, (int, float, str)) else str(v) for k, v in resources.items()},
+        "params": {k: v for k, v in snakemake.params.items()},
+        "config": snakemake.config,
+    }

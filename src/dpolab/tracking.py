@@ -7,17 +7,31 @@ is handed to every job through a JSON file; child runs link to it with the
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import signal
+import socket
 import subprocess
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import mlflow
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from dpolab.config import ROOT, config_hash
+from dpolab.errors import ConfigError
+
+# Snakemake benchmark columns logged as per-job metrics (s: wall seconds; max_rss: peak
+# resident memory in MB; cpu_time: user+system seconds).
+BENCHMARK_METRICS = {"s": "benchmark/wall_s", "max_rss": "benchmark/max_rss_mb", "max_vms": "benchmark/max_vms_mb",
+                     "io_in": "benchmark/io_in_mb", "io_out": "benchmark/io_out_mb", "cpu_time": "benchmark/cpu_time_s"}
+# signals that end a job early (Ctrl-C, scancel / SLURM time limit, a closed terminal)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def tracking_uri(config: dict, study_dir: Path) -> str:
@@ -40,6 +54,29 @@ def experiment_name(config: dict) -> str:
     return config["mlflow"]["experiment"] or config["study"]
 
 
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (before any job) when the tracking store cannot be reached: an HTTP server
+    must answer MLflow's REST API; a sqlite file must be creatable. MLflow's own client
+    retries unreachable servers for minutes, so this asks once with a short timeout."""
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise ConfigError(f"mlflow.tracking_uri: cannot reach the MLflow tracking server at {uri} ({reason}); "
+                              "start it (mlflow server ...) or fix the URI") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"mlflow.tracking_uri: cannot create the sqlite store {uri}: {error}") from None
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"mlflow.tracking_uri: the folder of the sqlite store {uri} is not writable")
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
@@ -48,7 +85,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def create_study_run(config: dict, study_dir: Path, out_file: Path) -> dict:
+def create_study_run(config: dict, study_dir: Path, out_file: Path, benchmark: str | None = None) -> dict:
     """Create (or reuse) the study's experiment and a new parent run; write its ids."""
     uri = tracking_uri(config, study_dir)
     mlflow.set_tracking_uri(uri)
@@ -60,7 +97,8 @@ def create_study_run(config: dict, study_dir: Path, out_file: Path) -> dict:
         if experiment is not None
         else client.create_experiment(name, artifact_location=artifact_location(config, study_dir))
     )
-    tags = {"stage": "study", "rule": "mlflow_study", "git_commit": git_commit(), "config_hash": config_hash(config)}
+    tags = {"stage": "study", "rule": "mlflow_study", "git_commit": git_commit(), "config_hash": config_hash(config),
+            **({"benchmark_file": benchmark} if benchmark else {})}
     run = client.create_run(experiment_id, run_name=f"study-{config['study']}", tags=tags)
     for key, value in flatten(config).items():
         client.log_param(run.info.run_id, key, value)
@@ -104,19 +142,106 @@ def job_run(
         "stage": stage,
         "rule": rule,
         "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        **({"slurm_job_id": os.environ["SLURM_JOB_ID"]} if "SLURM_JOB_ID" in os.environ else {}),
         **({"config_hash": config_hash(config)} if config else {}),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
+    close_stale_runs(MlflowClient(info["tracking_uri"]), info, name)
     with mlflow.start_run(experiment_id=info["experiment_id"], run_name=name, tags=run_tags) as run:
-        if params:
-            mlflow.log_params(flatten(params))
-        yield run
+        previous = {sig: signal.signal(sig, _end_run_killed) for sig in STOP_SIGNALS}
+        try:
+            if params:
+                mlflow.log_params(flatten(params))
+            yield run
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
-@contextmanager
-def study_run(study_run_file: Path | str) -> Iterator[mlflow.ActiveRun]:
-    """Reopen the parent run (to log the study's summary and plots)."""
+def _end_run_killed(signum, frame) -> None:
+    """A stop signal ends the active run KILLED, then the process exits at once with the
+    shell's code for that signal (Snakemake and SLURM then see a failed job)."""
+    signal.signal(signum, signal.SIG_DFL)
+    try:
+        mlflow.set_tag("ended_by", signal.Signals(signum).name)
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+    finally:
+        os._exit(128 + signum)
+
+
+def close_stale_runs(client: MlflowClient, info: dict, name: str | None = None) -> list[str]:
+    """Runs of this study (of the job `name`, or of any job) still RUNNING belong to an earlier
+    attempt that could not end them (SIGKILL, out of memory, a lost node): end them KILLED.
+    Called when a job starts (for its own name) and when the workflow starts (for all):
+    Snakemake never runs two jobs for the same outputs at once and locks the working
+    directory, so no live run is closed."""
+    query = f"tags.mlflow.parentRunId = '{info['parent_run_id']}' and attributes.status = 'RUNNING'"
+    if name is not None:
+        query += f" and attributes.run_name = '{name}'"
+    stale = client.search_runs([info["experiment_id"]], filter_string=query, max_results=5000)
+    for run in stale:
+        client.set_tag(run.info.run_id, "ended_by", "closed by a later launch of its job" if name else "closed when the workflow restarted")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    return [run.info.run_id for run in stale]
+
+
+def close_study_stale_runs(study_run_file: Path | str) -> list[str]:
     info = json.loads(Path(study_run_file).read_text())
-    mlflow.set_tracking_uri(info["tracking_uri"])
-    with mlflow.start_run(run_id=info["parent_run_id"]) as run:
-        yield run
+    return close_stale_runs(MlflowClient(info["tracking_uri"]), info)
+
+
+def read_benchmark(path: Path) -> dict[str, float]:
+    """The last row of a Snakemake benchmark file (a job repeated with `repeat()` keeps the
+    last), as {column: value} for the numeric columns."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    values = {}
+    for key, value in (rows[-1] if rows else {}).items():
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError):
+            continue  # h:m:s and "NA" entries
+    return values
+
+
+def log_benchmarks(study_run_file: Path | str) -> dict[str, int]:
+    """Log each job's runtime and peak memory from its Snakemake benchmark file into the job's
+    run. Benchmark files are written by Snakemake after a job ends, so this runs once the
+    workflow has finished (the Snakefile's onsuccess hook). A job whose latest FINISHED run
+    already has them is skipped, so calling it again logs nothing twice."""
+    info = json.loads(Path(study_run_file).read_text())
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]], filter_string="attributes.status = 'FINISHED'",
+                              max_results=50_000, order_by=["attributes.start_time DESC"])
+    latest: dict[str, object] = {}
+    for run in runs:  # newest first: the first run seen per benchmark file is the job's latest
+        key = run.data.tags.get("benchmark_file")
+        if key and key not in latest and (run.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]
+                                          or run.info.run_id == info["parent_run_id"]):
+            latest[key] = run
+    counts = {"logged": 0, "already": 0, "missing_file": 0}
+    for key, run in latest.items():
+        path = Path(key)
+        if not path.exists():
+            counts["missing_file"] += 1
+            continue
+        if BENCHMARK_METRICS["s"] in run.data.metrics:
+            counts["already"] += 1
+            continue
+        values = read_benchmark(path)
+        metrics = {name: values[column] for column, name in BENCHMARK_METRICS.items() if column in values}
+        for name, value in metrics.items():
+            client.log_metric(run.info.run_id, name, value)
+        counts["logged"] += 1
+    return counts
+
+
+def benchmark_file(log_file: str) -> str:
+    """A job's benchmark file from its log file: every rule keeps logs/X.log beside
+    benchmarks/X.tsv (tests check that each job's run gets its benchmark)."""
+    head, sep, tail = str(log_file).rpartition("/logs/")
+    if not sep or not tail.endswith(".log"):
+        raise ValueError(f"{log_file}: a job log must live under <study>/logs/ and end in .log")
+    return f"{head}/benchmarks/{tail[:-4]}.tsv"

@@ -79,6 +79,15 @@ def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool
     )
 
 
+def save_model(trainer, tokenizer, model_dir: Path) -> None:
+    """Weights as safetensors with config and tokenizer; the trainer's `training_args.bin`
+    (a pickle of TrainingArguments) is replaced by its JSON form: no pickle leaves a job."""
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(model_dir)
+    (model_dir / "training_args.bin").unlink(missing_ok=True)
+    (model_dir / "training_args.json").write_text(trainer.args.to_json_string())
+
+
 def run_sft(base_dir: Path, sft_texts: Path, cfg: SFTSettings, out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
     """Supervised fine-tuning on review text (plain language modelling)."""
     model, tokenizer = load_policy(base_dir)
@@ -87,8 +96,7 @@ def run_sft(base_dir: Path, sft_texts: Path, cfg: SFTSettings, out_dir: Path, *,
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     result = trainer.train()
     model_dir = out_dir / "model"
-    trainer.save_model(str(model_dir))
-    tokenizer.save_pretrained(model_dir)
+    save_model(trainer, tokenizer, model_dir)
     history = trainer.state.log_history
     (out_dir / "train_log.json").write_text(json.dumps(history, indent=2))
     return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
@@ -253,7 +261,6 @@ def run_dpo(
     )
     result = trainer.train()
     model_dir = out_dir / "model"
-    trainer.save_model(str(model_dir))
-    tokenizer.save_pretrained(model_dir)
+    save_model(trainer, tokenizer, model_dir)
     (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
     return {"train_loss": result.training_loss, "steps": trainer.state.global_step}

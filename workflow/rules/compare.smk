@@ -38,7 +38,7 @@ rule compare:
     output:
         judgments=f"{STUDY}/compare/judgments.parquet",
         scores=f"{STUDY}/compare/scores.parquet",
-        win_rates=f"{STUDY}/compare/win_rates.csv",
+        win_rates=report(f"{STUDY}/compare/win_rates.csv", caption="../report/win_rates.rst", category="Summary"),
         length=f"{STUDY}/compare/length_analysis.json",
     params:
         policies=POLICIES,

@@ -4,7 +4,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from dpolab import jobs
+from dpolab import jobs, tracking
 from dpolab.config import grid_point
 from dpolab.train import DPOSettings, run_dpo
 
@@ -28,3 +28,4 @@ with jobs.job(snakemake, "dpo", params=params):
         mlflow_active=True,
     )
     mlflow.log_metrics({"final_train_loss": result["train_loss"]})
+    tracking.log_model_dir(Path(snakemake.output.model), snakemake.config)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import mlflow
 
-from dpolab import jobs
+from dpolab import jobs, tracking
 from dpolab.train import SFTSettings, run_sft
 
 cfg = SFTSettings(**snakemake.config["sft"])
@@ -13,3 +13,4 @@ with jobs.job(snakemake, "sft", params={"sft": snakemake.config["sft"]}):
         use_cpu=snakemake.config["device"] == "cpu", mlflow_active=True,
     )
     mlflow.log_metrics({"final_train_loss": result["train_loss"]})
+    tracking.log_model_dir(out_dir / "model", snakemake.config)

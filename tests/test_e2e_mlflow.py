@@ -1,0 +1,174 @@
+"""The MLflow store after the smoke study, run twice at once with several jobs side by side:
+against the default sqlite store and against a real `mlflow server` over HTTP (one of its DPO
+jobs killed mid-run, then the study rerun). Every job's run, metric point and artifact is
+counted against the study's own files, so nothing lost goes unnoticed."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dpolab.config import grid_points, load_config
+from dpolab.tracking import BENCHMARK_METRICS
+
+pytestmark = pytest.mark.e2e
+PLOTS = {"reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate", "win_rate_vs_temperature", "score_vs_length"}
+MODEL_FILES = {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "model/training_args.json"}
+
+
+def store(work: Path):
+    study = work / "results" / "smoke"
+    info = json.loads((study / "mlflow" / "study_run.json").read_text())
+    mlflow.set_tracking_uri(info["tracking_uri"])  # artifact URIs of a server store resolve through it
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]], max_results=5000)
+    return study, info, client, runs
+
+
+def artifacts(client, run_id, path=None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def expected_artifacts(stage: str, config: dict) -> set[str]:
+    temps = [f"{float(t):g}" for t in config["generation"]["temperatures"]]
+    return {"job.json"} | {
+        "data": {"data_card.json"},
+        "judge": {"accuracy.json"},
+        "base_model": {"model_card.json"},
+        "sft": MODEL_FILES,
+        "pairs": {"pairs_sample.json"},
+        "reference": {"meta.json"},
+        "dpo": MODEL_FILES,
+        "generate": {f"generations/temp~{t}/samples.jsonl" for t in temps},
+        "evaluate": {f"generations_scored/temp_{t}.json" for t in temps},
+        "pairwise_judge": {"verdicts_llm.json"},
+        "compare": {"win_rates.json", "win_rates.csv", "length_analysis.json"},
+        "summary": {"summary_table.json", "summary.csv"} | {f"plots/{p}.png" for p in PLOTS},
+    }[stage]
+
+
+def expected_points(run, study: Path, config: dict) -> dict[str, list[tuple[int, float]]]:
+    """Every metric point the job must have logged, from the study's own files."""
+    stage, points = run.data.tags["stage"], {}
+    if stage in ("sft", "dpo"):
+        folder = study / "sft" if stage == "sft" else study / "dpo" / run.info.run_name.removeprefix("dpo/")
+        for entry in json.loads((folder / "train_log.json").read_text()):  # the trainer's own log history
+            for key, value in entry.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    points.setdefault(key, []).append((entry["step"], float(value)))
+    if stage == "evaluate":
+        policy = run.info.run_name.removeprefix("evaluate/policy~")
+        for t in config["generation"]["temperatures"]:
+            metrics = json.loads((study / "evaluate" / policy / f"temp~{float(t):g}" / "metrics.json").read_text())
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and key not in ("beta", "seed", "temperature"):
+                    points[f"{key}/temp_{float(t):g}"] = [(0, float(value))]
+    return points
+
+
+def check_store(work: Path) -> dict:
+    """Assert the whole store and return what was counted."""
+    study, info, client, runs = store(work)
+    config = load_config(work / "configs" / "smoke.yaml")
+    parent = next(r for r in runs if r.info.run_id == info["parent_run_id"])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert {r.info.status for r in children} <= {"FINISHED", "KILLED", "FAILED"}  # nothing left RUNNING
+    assert parent.info.status == "FINISHED" and parent.data.tags["stage"] == "study"
+    # one finished run per job: one per (rule, wildcards), named from them
+    names = Counter(r.info.run_name for r in finished)
+    assert max(names.values()) == 1, names
+    n_policies = len(grid_points(config)) + 1
+    assert Counter(r.data.tags["stage"] for r in finished) == {
+        "data": 1, "judge": 1, "base_model": 1, "sft": 1, "pairs": 1, "reference": 1, "dpo": n_policies - 1,
+        "generate": n_policies, "evaluate": n_policies, "pairwise_judge": 1, "compare": 1, "summary": 1}
+    counted = Counter(runs=len(finished) + 1)
+    for run in finished:
+        tags = run.data.tags
+        assert {"stage", "rule", "git_commit", "config_hash", "host", "pid", "benchmark_file", "log_file"} <= set(tags)
+        if tags["stage"] in ("dpo", "generate", "evaluate"):
+            assert {"variant", "beta", "seed"} <= set(tags), run.info.run_name
+        if tags["stage"] in ("generate", "evaluate"):
+            assert tags["temperature"] == ",".join(f"{float(t):g}" for t in config["generation"]["temperatures"])
+        # the job's resolved config: its own section(s) and the job's identity as params, all of it in job.json
+        assert run.data.params["job.rule"] == tags["rule"]
+        record = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/job.json")
+        assert record["rule"] == tags["rule"] and record["config"]["study"] == "smoke" and record["config"]["mlflow"]["log_models"]
+        # runtime and peak memory from the job's Snakemake benchmark file
+        bench = (Path(work) / tags["benchmark_file"]).read_text().splitlines()
+        row = dict(zip(bench[0].split("\t"), bench[-1].split("\t")))
+        assert run.data.metrics[BENCHMARK_METRICS["s"]] == pytest.approx(float(row["s"]))
+        assert run.data.metrics[BENCHMARK_METRICS["max_rss"]] == pytest.approx(float(row["max_rss"]))
+        counted["benchmarks"] += 1
+        # every metric point
+        for key, expected in expected_points(run, study, config).items():
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted((m.step, m.value) for m in history) == pytest.approx(sorted(expected)), (run.info.run_name, key)
+            counted["metric_points"] += len(history)
+        # every artifact
+        found = artifacts(client, run.info.run_id)
+        assert expected_artifacts(tags["stage"], config) <= found, (run.info.run_name, expected_artifacts(tags["stage"], config) - found)
+        counted["artifacts"] += len(found)
+    # training curves: one point per logging step
+    for run in finished:
+        if run.data.tags["stage"] == "dpo":
+            assert len(client.get_metric_history(run.info.run_id, "loss")) == config["dpo"]["max_steps"]
+            assert run.data.params["loss.name"] == run.data.tags["loss"]
+    # generations with their judges' scores as MLflow tables
+    for run in finished:
+        if run.data.tags["stage"] == "evaluate":
+            table = mlflow.load_table("generations_scored/temp_1.json", run_ids=[run.info.run_id])
+            assert len(table) == config["data"]["n_test_prompts"]
+            assert {"prompt", "completion", "gold_score", "vader_score", "score_gold", "score_vader"} <= set(table.columns)
+    # the parent: the study's config as params, its results as artifacts
+    assert parent.data.params["study"] == "smoke" and parent.data.metrics[BENCHMARK_METRICS["s"]] > 0
+    parent_artifacts = artifacts(client, parent.info.run_id)
+    assert {"summary.csv", "resolved_config.yaml", "summary_table.json", "study/length_analysis.json"} <= parent_artifacts
+    assert {f"plots/{p}.png" for p in PLOTS} <= parent_artifacts
+    counted["artifacts"] += len(parent_artifacts)
+    return dict(counted)
+
+
+def test_sqlite_store_holds_every_run_metric_point_and_artifact(smoke_studies):
+    counted = check_store(smoke_studies.sqlite)
+    print("sqlite store:", counted)
+    _, _, _, runs = store(smoke_studies.sqlite)
+    assert all(r.info.status == "FINISHED" for r in runs)  # no failure in this run: every run finished
+
+
+def test_server_store_holds_the_same_over_http(smoke_studies):
+    _, info, client, runs = store(smoke_studies.server_work)
+    assert info["tracking_uri"] == smoke_studies.server.url
+    assert (smoke_studies.server.root / "artifacts").is_dir() and not (smoke_studies.server_work / "results" / "smoke" / "mlflow.db").exists()
+    counted = check_store(smoke_studies.server_work)
+    print("server store:", counted)
+    assert counted == check_store(smoke_studies.sqlite)
+    # the same runs with the same params, metrics and artifacts as the local store
+    _, _, sqlite_client, sqlite_runs = store(smoke_studies.sqlite)
+    by_name = {r.info.run_name: r for r in sqlite_runs if r.info.status == "FINISHED"}
+    for run in (r for r in runs if r.info.status == "FINISHED"):
+        local = by_name[run.info.run_name]
+        assert set(run.data.params) == set(local.data.params), run.info.run_name
+        assert set(run.data.metrics) == set(local.data.metrics), run.info.run_name
+        assert artifacts(client, run.info.run_id) == artifacts(sqlite_client, local.info.run_id), run.info.run_name
+
+
+def test_killed_job_leaves_its_run_killed_and_the_rerun_completes(smoke_studies):
+    first = smoke_studies.first_attempt
+    assert first.returncode != 0
+    assert "Error in rule dpo" in first.stdout, first.stdout[-3000:]
+    _, info, client, runs = store(smoke_studies.server_work)
+    killed = client.get_run(smoke_studies.killed_run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["ended_by"] == "SIGTERM"
+    assert killed.data.tags["mlflow.parentRunId"] == info["parent_run_id"]
+    # the rerun made a new run for the same job, and it finished
+    same_job = [r for r in runs if r.info.run_name == killed.info.run_name]
+    assert sorted(r.info.status for r in same_job) == ["FINISHED", "KILLED"]
+    assert (smoke_studies.server_work / "results" / "smoke" / "summary.csv").exists()
+    print(f"both smoke studies (and the rerun) took {smoke_studies.wall_s:.0f} s")
