@@ -86,6 +86,7 @@ def test_mlflow_ui_shows_the_study_runs_and_plots(smoke_studies, browser):
     screenshot(browser, study, "mlflow_dpo_run")
     # the parent run's plots, rendered by the UI's artifact viewer
     for plot in ("reward_vs_kl", "raw_vs_lc_win_rate"):
+        browser.get("about:blank")  # a new page load: the UI's router ignores a change of hash alone
         browser.get(f"{base}/runs/{info['parent_run_id']}/artifacts/plots/{plot}.png")
         wait_for_text(browser, f"plots/{plot}.png")
         from selenium.webdriver.support.ui import WebDriverWait
@@ -115,14 +116,21 @@ def test_report_html_shows_plots_summary_and_captions(smoke_studies, browser):
     WebDriverWait(browser, 30).until(lambda b: any("reward_vs_kl.png" in (img.get_attribute("src") or "")[:120] for img in loaded_images(b)))
     screenshot(browser, study, "report_reward_vs_kl")
     browser.find_element(By.XPATH, "//nav//tr[td[contains(text(),'reward_vs_kl.png')]]//a[@iconname='information-circle']").click()
-    wait_for_text(browser, "Reward", "KL")  # the caption from workflow/report/reward_vs_kl.rst
-    caption = (Path(__file__).parents[1] / "workflow" / "report" / "reward_vs_kl.rst").read_text().split(".")[0]
-    wait_for_text(browser, caption.strip()[:40])
+    # its caption, from workflow/report/reward_vs_kl.rst
+    caption = (work / "workflow" / "report" / "reward_vs_kl.rst").read_text().split("(")[0].strip()
+    wait_for_text(browser, "DESCRIPTION", caption)
+    screenshot(browser, study, "report_reward_vs_kl_caption")
     # the summary table
     browser.get(report.as_uri())
     wait_for_text(browser, "Summary")
     browser.find_element(By.XPATH, "//nav//*[text()='Summary']").click()
     wait_for_text(browser, "results/smoke/summary.csv", "results/smoke/compare/win_rates.csv")
-    browser.find_element(By.XPATH, "//nav//tr[td[contains(text(),'summary.csv')]]//a[@iconname='eye']").click()
-    wait_for_text(browser, "win_rate", "lc_win_rate", "dpo")
+    wait_for_text(browser, "results/smoke/summary.html")
+    browser.find_element(By.XPATH, "//nav//tr[td[contains(text(),'summary.html')]]//a[@iconname='eye']").click()
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 30).until(expected_conditions.frame_to_be_available_and_switch_to_it((By.TAG_NAME, "iframe")))
+    wait_for_text(browser, "judge: gold", "lc_win_rate", "variant~dpo/beta~0.1/seed~0")
+    browser.switch_to.default_content()
     screenshot(browser, study, "report_summary")

@@ -49,7 +49,7 @@ def expected_artifacts(stage: str, config: dict) -> set[str]:
         "evaluate": {f"generations_scored/temp_{t}.json" for t in temps},
         "pairwise_judge": {"verdicts_llm.json"},
         "compare": {"win_rates.json", "win_rates.csv", "length_analysis.json"},
-        "summary": {"summary_table.json", "summary.csv"} | {f"plots/{p}.png" for p in PLOTS},
+        "summary": {"summary_table.json", "summary.csv", "summary.html"} | {f"plots/{p}.png" for p in PLOTS},
     }[stage]
 
 
@@ -81,6 +81,7 @@ def check_store(work: Path) -> dict:
     finished = [r for r in children if r.info.status == "FINISHED"]
     assert {r.info.status for r in children} <= {"FINISHED", "KILLED", "FAILED"}  # nothing left RUNNING
     assert parent.info.status == "FINISHED" and parent.data.tags["stage"] == "study"
+    assert client.get_experiment(info["experiment_id"]).tags["mlflow.experimentKind"] == "custom_model_development"
     # one finished run per job: one per (rule, wildcards), named from them
     names = Counter(r.info.run_name for r in finished)
     assert max(names.values()) == 1, names
@@ -93,7 +94,7 @@ def check_store(work: Path) -> dict:
         tags = run.data.tags
         assert {"stage", "rule", "git_commit", "config_hash", "host", "pid", "benchmark_file", "log_file"} <= set(tags)
         if tags["stage"] in ("dpo", "generate", "evaluate"):
-            assert {"variant", "beta", "seed"} <= set(tags), run.info.run_name
+            assert tags["variant"] == "sft" or {"beta", "seed"} <= set(tags), run.info.run_name
         if tags["stage"] in ("generate", "evaluate"):
             assert tags["temperature"] == ",".join(f"{float(t):g}" for t in config["generation"]["temperatures"])
         # the job's resolved config: its own section(s) and the job's identity as params, all of it in job.json
@@ -109,7 +110,9 @@ def check_store(work: Path) -> dict:
         # every metric point
         for key, expected in expected_points(run, study, config).items():
             history = client.get_metric_history(run.info.run_id, key)
-            assert sorted((m.step, m.value) for m in history) == pytest.approx(sorted(expected)), (run.info.run_name, key)
+            logged = sorted((m.step, m.value) for m in history)
+            assert [step for step, _ in logged] == [step for step, _ in sorted(expected)], (run.info.run_name, key)
+            assert [v for _, v in logged] == pytest.approx([v for _, v in sorted(expected)], rel=1e-6), (run.info.run_name, key)
             counted["metric_points"] += len(history)
         # every artifact
         found = artifacts(client, run.info.run_id)
@@ -123,13 +126,13 @@ def check_store(work: Path) -> dict:
     # generations with their judges' scores as MLflow tables
     for run in finished:
         if run.data.tags["stage"] == "evaluate":
-            table = mlflow.load_table("generations_scored/temp_1.json", run_ids=[run.info.run_id])
+            table = client.load_table(info["experiment_id"], "generations_scored/temp_1.json", run_ids=[run.info.run_id])
             assert len(table) == config["data"]["n_test_prompts"]
             assert {"prompt", "completion", "gold_score", "vader_score", "score_gold", "score_vader"} <= set(table.columns)
     # the parent: the study's config as params, its results as artifacts
     assert parent.data.params["study"] == "smoke" and parent.data.metrics[BENCHMARK_METRICS["s"]] > 0
     parent_artifacts = artifacts(client, parent.info.run_id)
-    assert {"summary.csv", "resolved_config.yaml", "summary_table.json", "study/length_analysis.json"} <= parent_artifacts
+    assert {"summary.csv", "summary.html", "resolved_config.yaml", "summary_table.json", "study/length_analysis.json"} <= parent_artifacts
     assert {f"plots/{p}.png" for p in PLOTS} <= parent_artifacts
     counted["artifacts"] += len(parent_artifacts)
     return dict(counted)

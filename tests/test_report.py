@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dpolab.report import PLOTS, SUMMARY_COLUMNS, summary_table, write_plots
+from dpolab.report import PLOTS, SUMMARY_COLUMNS, summary_html, summary_table, write_plots
 
 TEMPERATURES = (0.0, 1.0)
 JUDGES = ("gold", "vader")
@@ -84,3 +84,27 @@ def test_plots_are_written(metric_files, win_rates, tmp_path):
     paths = write_plots(table, scores, tmp_path / "plots", primary_judge="gold", score_judge="gold")
     assert sorted(p.name for p in paths) == sorted(f"{name}.png" for name in PLOTS)
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in paths)
+
+
+def test_summary_html_has_a_section_per_judge_and_every_row(metric_files, win_rates):
+    from html.parser import HTMLParser
+
+    table = summary_table(metric_files, win_rates)
+    page = summary_html(table, "study x")
+
+    class Cells(HTMLParser):
+        rows, sections = 0, []
+
+        def handle_starttag(self, tag, attrs):
+            self.rows += tag == "tr"
+
+        def handle_data(self, data):
+            if data.startswith("judge: "):
+                self.sections.append(data.removeprefix("judge: "))
+
+    parser = Cells()
+    parser.feed(page)
+    assert parser.sections == list(JUDGES)
+    assert parser.rows == len(table) + len(JUDGES)  # each section: a header row and its rows
+    assert "variant~dpo/beta~0.1/seed~0" in page and "first_slot_share" not in page  # empty columns are left out
+    assert f"{table['reward_mean'].iloc[0]:.3f}" in page

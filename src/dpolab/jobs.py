@@ -50,6 +50,13 @@ def grid_tags(wildcards) -> dict:
     return tags
 
 
+def vllm_cache(snakemake) -> Path:
+    """One vLLM cache per study (results/<study>/vllm-cache): vLLM caches what it learns about
+    a model class there, so only the first engine of a study pays for inspecting it in a
+    subprocess (~20 CPU-seconds per engine start on a small CPU)."""
+    return Path(snakemake.input.study_run).parents[1] / "vllm-cache"
+
+
 def temperatures_tag(config: dict) -> dict:
     """The `temperature` tag of a job that covers every configured temperature."""
     return {"temperature": ",".join(f"{float(t):g}" for t in config["generation"]["temperatures"])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -194,3 +195,19 @@ def write_plots(table: pd.DataFrame, scores: pd.DataFrame, out_dir: Path, *, pri
     plot_win_rate_vs_temperature(rows, paths["win_rate_vs_temperature"], primary_judge)
     plot_score_vs_length(scores, dict(zip(rows["policy"], rows["variant"])), paths["score_vs_length"], score_judge)
     return list(paths.values())
+
+
+def summary_html(table: pd.DataFrame, title: str) -> str:
+    """The summary table as one standalone HTML page for the Snakemake report (which shows
+    HTML outputs inline but offers CSV files only as downloads): one section per judge,
+    numbers to 3 decimals, empty cells where a column does not apply."""
+    style = ("body{font-family:sans-serif;font-size:13px;margin:12px} table{border-collapse:collapse}"
+             "th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
+             "th{background:#f2f2f2;position:sticky;top:0} td:first-child,th:first-child{text-align:left}")
+    sections = []
+    for judge, rows in table.groupby("judge", sort=False):
+        shown = rows.drop(columns=["judge"]).dropna(axis=1, how="all")
+        body = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3f}", border=0)
+        sections.append(f"<h2>judge: {html.escape(str(judge))}</h2>\n{body}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(sections) + "</body></html>")

@@ -97,6 +97,10 @@ def create_study_run(config: dict, study_dir: Path, out_file: Path, benchmark: s
         if experiment is not None
         else client.create_experiment(name, artifact_location=artifact_location(config, study_dir))
     )
+    if experiment is None or "mlflow.experimentKind" not in experiment.tags:
+        # the MLflow UI then opens the experiment as model training (runs, metrics, artifacts)
+        # rather than as a GenAI experiment (traces)
+        client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     tags = {"stage": "study", "rule": "mlflow_study", "git_commit": git_commit(), "config_hash": config_hash(config),
             **({"benchmark_file": benchmark} if benchmark else {})}
     run = client.create_run(experiment_id, run_name=f"study-{config['study']}", tags=tags)

@@ -10,6 +10,7 @@ rule summary:
         pair_stats=f"{STUDY}/pairs/stats.json",
     output:
         summary=report(f"{STUDY}/summary.csv", caption="../report/summary.rst", category="Summary"),
+        summary_page=report(f"{STUDY}/summary.html", caption="../report/summary.rst", category="Summary"),
         frontier=report(f"{STUDY}/plots/reward_vs_kl.png", caption="../report/reward_vs_kl.rst", category="Plots"),
         win_rate=report(f"{STUDY}/plots/win_rate_vs_beta.png", caption="../report/win_rate_vs_beta.rst", category="Plots"),
         length=report(f"{STUDY}/plots/length_vs_beta.png", caption="../report/length_vs_beta.rst", category="Plots"),

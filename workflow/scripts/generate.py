@@ -14,7 +14,7 @@ with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(snakemake.config
     requests = list(zip(prompts["prompt_id"].tolist(), prompts["prompt"]))
     sampler = make_sampler(
         cfg["engine"], Path(snakemake.input.model), max_model_len=cfg["max_new_tokens"] + 64, seed=cfg["seed"],
-        device=snakemake.config["device"], cache_dir=Path(snakemake.output.samples[0]).parents[2] / "vllm-cache",
+        device=snakemake.config["device"], cache_dir=jobs.vllm_cache(snakemake),
     )
     for temperature, out_file in zip(snakemake.config["generation"]["temperatures"], snakemake.output.samples):
         # The same seeds for every policy: policies differ only by their weights.

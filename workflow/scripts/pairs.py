@@ -15,7 +15,7 @@ with jobs.job(snakemake, "pairs", params={"pairs": cfg}):
     sampler = make_sampler(
         snakemake.config["generation"]["engine"], Path(snakemake.input.sft),
         max_model_len=cfg["max_new_tokens"] + 64, seed=cfg["seed"], device=snakemake.config["device"],
-        cache_dir=Path(snakemake.output.pairs).parent / "vllm-cache",
+        cache_dir=jobs.vllm_cache(snakemake),
     )
     samples = sampler.sample(
         list(zip(prompts["prompt_id"].tolist(), prompts["prompt"])), n=cfg["completions_per_prompt"],

@@ -5,12 +5,13 @@ import pandas as pd
 import yaml
 
 from dpolab import jobs, tracking
-from dpolab.report import summary_table, write_plots
+from dpolab.report import summary_html, summary_table, write_plots
 
 inputs, outputs, config = snakemake.input, snakemake.output, snakemake.config
 with jobs.job(snakemake, "summary", params={"evaluation": config["evaluation"]}):
     table = summary_table([Path(p) for p in inputs.metrics], pd.read_csv(inputs.win_rates))
     table.to_csv(outputs.summary, index=False)
+    Path(outputs.summary_page).write_text(summary_html(table, f"DPO study {config['study']}: summary"))
     plots = write_plots(table, pd.read_parquet(inputs.scores), Path(outputs.frontier).parent,
                         primary_judge=config["evaluation"]["primary_judge"], score_judge=snakemake.params.score_judge)
     Path(outputs.config).write_text(yaml.safe_dump(dict(config), sort_keys=False))
@@ -18,10 +19,11 @@ with jobs.job(snakemake, "summary", params={"evaluation": config["evaluation"]})
         print(table.to_string(index=False))
     mlflow.log_table(table, "summary_table.json")
     mlflow.log_artifact(outputs.summary)
+    mlflow.log_artifact(outputs.summary_page)
     for plot in plots:
         mlflow.log_artifact(str(plot), artifact_path="plots")
     # the study's headline results also go on the parent run, where a colleague opens the study
     tracking.log_study_results(
-        inputs.study_run, table=table, files=[outputs.summary, outputs.config],
+        inputs.study_run, table=table, files=[outputs.summary, outputs.summary_page, outputs.config],
         folders={"study": [inputs.data_card, inputs.judge_accuracy, inputs.pair_stats, inputs.length], "plots": plots},
     )
