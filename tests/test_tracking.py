@@ -139,3 +139,26 @@ def test_workflow_stops_before_any_job_when_the_server_is_unreachable(tmp_path):
     assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in output
     assert not (tmp_path / "results").exists()  # no job ran, not even the parent run's
     assert time.monotonic() - started < 120
+
+
+def test_model_folder_and_study_results_are_logged(study):
+    import pandas as pd
+
+    study_dir, info, client = study
+    model = study_dir / "model"
+    model.mkdir()
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        (model / name).write_text(name)
+    config = load_config(ROOT / "configs" / "smoke.yaml")
+    with tracking.job_run(study_dir / "study_run.json", rule="sft", stage="sft", name="sft") as run:
+        assert tracking.log_model_dir(model, config)
+        off = dict(config, mlflow=dict(config["mlflow"], log_models=False))
+        assert not tracking.log_model_dir(model, off)
+    found = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert found == {"model/model.safetensors", "model/config.json", "model/tokenizer.json"}
+    (study_dir / "summary.csv").write_text("a\n1\n")
+    tracking.log_study_results(study_dir / "study_run.json", table=pd.DataFrame({"a": [1]}),
+                               files=[study_dir / "summary.csv"], folders={"study": [model / "config.json"]})
+    parent = {a.path for a in client.list_artifacts(info["parent_run_id"])}
+    assert {"summary.csv", "summary_table.json", "study"} <= parent
+    assert client.get_run(info["parent_run_id"]).info.status == "FINISHED"  # not reopened

@@ -196,6 +196,30 @@ def close_study_stale_runs(study_run_file: Path | str) -> list[str]:
     return close_stale_runs(MlflowClient(info["tracking_uri"]), info)
 
 
+def log_model_dir(model_dir: Path | str, config: dict) -> bool:
+    """Log a saved model folder (safetensors, config, tokenizer) as the run's `model/`
+    artifacts when `mlflow.log_models` is on; load it back with
+    `from_pretrained(mlflow.artifacts.download_artifacts(run_id=..., artifact_path="model"))`."""
+    if not config["mlflow"]["log_models"]:
+        return False
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    return True
+
+
+def log_study_results(study_run_file: Path | str, *, table, files: list, folders: dict[str, list]) -> None:
+    """Log the study's summary table and files to the parent run (from inside a job's own run,
+    so through the client: the parent is not reopened and its status stays as it is)."""
+    info = json.loads(Path(study_run_file).read_text())
+    client = MlflowClient(info["tracking_uri"])
+    parent = info["parent_run_id"]
+    client.log_table(parent, table, "summary_table.json")
+    for path in files:
+        client.log_artifact(parent, str(path))
+    for folder, paths in folders.items():
+        for path in paths:
+            client.log_artifact(parent, str(path), artifact_path=folder)
+
+
 def read_benchmark(path: Path) -> dict[str, float]:
     """The last row of a Snakemake benchmark file (a job repeated with `repeat()` keeps the
     last), as {column: value} for the numeric columns."""
