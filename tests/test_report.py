@@ -107,4 +107,4 @@ def test_summary_html_has_a_section_per_judge_and_every_row(metric_files, win_ra
     assert parser.sections == list(JUDGES)
     assert parser.rows == len(table) + len(JUDGES)  # each section: a header row and its rows
     assert "variant~dpo/beta~0.1/seed~0" in page and "first_slot_share" not in page  # empty columns are left out
-    assert f"{table['reward_mean'].iloc[0]:.3f}" in page
+    assert f"{table['reward_mean'].iloc[0]:.3f}" in page and "NA" not in page

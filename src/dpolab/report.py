@@ -207,6 +207,8 @@ def summary_html(table: pd.DataFrame, title: str) -> str:
     sections = []
     for judge, rows in table.groupby("judge", sort=False):
         shown = rows.drop(columns=["judge"]).dropna(axis=1, how="all")
+        for column in shown.columns[shown.dtypes.astype(str) == "Int64"]:  # nullable ints: blank, not <NA>
+            shown[column] = shown[column].astype(object).where(shown[column].notna(), "")
         body = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3f}", border=0)
         sections.append(f"<h2>judge: {html.escape(str(judge))}</h2>\n{body}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
