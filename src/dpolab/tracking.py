@@ -168,6 +168,7 @@ def _end_run_killed(signum, frame) -> None:
     """A stop signal ends the active run KILLED, then the process exits at once with the
     shell's code for that signal (Snakemake and SLURM then see a failed job)."""
     signal.signal(signum, signal.SIG_DFL)
+    signal.alarm(20)  # if the store hangs, SIGALRM's default action still ends the process
     try:
         mlflow.set_tag("ended_by", signal.Signals(signum).name)
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
