@@ -42,7 +42,7 @@ def main(model_dir: str, repeats: int = 3) -> None:
         wall = sum(r[0] for r in runs) / len(runs)
         cpu = sum(r[1] for r in runs) / len(runs)
         means[name] = (wall, cpu)
-        print(f"{name:24s} engine start: {wall:6.1f} s wall, {cpu:6.1f} CPU-s (mean of {len(runs)})")
+        print(f"{name:24s} engine start: {wall:7.2f} s wall, {cpu:7.2f} CPU-s (mean of {len(runs)})")
     (bw, bc), (dw, dc) = means.values()
     print(f"ratio baseline/dpolab: {bw / dw:.2f}x wall, {bc / dc:.2f}x CPU")
 
