@@ -120,7 +120,8 @@ class SmokeStudies:
 
 
 def _kill_first_running_dpo(url: str, process: subprocess.Popen, timeout: float = 1200) -> str:
-    """Wait until a DPO job's run is RUNNING on the server, then SIGTERM that job's process
+    """Wait until a DPO job is training (its run RUNNING and holding the trainer's arguments,
+    which TRL's MLflow callback logs when training begins), then SIGTERM that job's process
     (the signal SLURM and Snakemake send) and return the run's id."""
     from mlflow.tracking import MlflowClient
 
@@ -130,13 +131,15 @@ def _kill_first_running_dpo(url: str, process: subprocess.Popen, timeout: float 
         experiment = client.get_experiment_by_name("smoke")
         runs = client.search_runs([experiment.experiment_id], "tags.stage = 'dpo' and attributes.status = 'RUNNING'") if experiment else []
         for run in runs:
+            if "per_device_train_batch_size" not in run.data.params:
+                continue  # still loading
             try:
                 os.kill(int(run.data.tags["pid"]), signal.SIGTERM)
                 return run.info.run_id
             except ProcessLookupError:
                 continue  # it finished between the search and the kill
-        time.sleep(0.5)
-    raise AssertionError("no DPO job was seen running")
+        time.sleep(0.25)
+    raise AssertionError("no DPO job was seen training")
 
 
 @pytest.fixture(scope="session")

@@ -169,6 +169,7 @@ def test_killed_job_leaves_its_run_killed_and_the_rerun_completes(smoke_studies)
     _, info, client, runs = store(smoke_studies.server_work)
     killed = client.get_run(smoke_studies.killed_run_id)
     assert killed.info.status == "KILLED" and killed.data.tags["ended_by"] == "SIGTERM"
+    assert "per_device_train_batch_size" in killed.data.params  # it was killed after training began
     assert killed.data.tags["mlflow.parentRunId"] == info["parent_run_id"]
     # the rerun made a new run for the same job, and it finished
     same_job = [r for r in runs if r.info.run_name == killed.info.run_name]
