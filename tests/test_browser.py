@@ -12,13 +12,20 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dpolab.report import PLOTS
 
 pytestmark = pytest.mark.e2e
 os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not look for drivers online
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-default-apps", "--no-first-run",
                   "--disable-dev-shm-usage", "--window-size=1600,1400")
-PLOTS = ("reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate", "win_rate_vs_temperature", "score_vs_length")
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +36,6 @@ def browser():
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
 
     options = Options()
     options.binary_location = chromium
@@ -43,15 +47,10 @@ def browser():
 
 
 def wait_for_text(browser, *texts, timeout=90):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(browser, timeout).until(lambda b: all(t in b.find_element(By.TAG_NAME, "body").text for t in texts))
 
 
 def loaded_images(browser, min_width=300):
-    from selenium.webdriver.common.by import By
-
     return [img for img in browser.find_elements(By.TAG_NAME, "img")
             if browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) >= min_width]
 
@@ -66,8 +65,6 @@ def screenshot(browser, study: Path, name: str) -> Path:
 
 
 def test_mlflow_ui_shows_the_study_runs_and_plots(smoke_studies, browser):
-    from selenium.webdriver.common.by import By
-
     study = smoke_studies.server_work / "results" / "smoke"
     info = json.loads((study / "mlflow" / "study_run.json").read_text())
     base = f"{smoke_studies.server.url}/#/experiments/{info['experiment_id']}"
@@ -89,15 +86,11 @@ def test_mlflow_ui_shows_the_study_runs_and_plots(smoke_studies, browser):
         browser.get("about:blank")  # a new page load: the UI's router ignores a change of hash alone
         browser.get(f"{base}/runs/{info['parent_run_id']}/artifacts/plots/{plot}.png")
         wait_for_text(browser, f"plots/{plot}.png")
-        from selenium.webdriver.support.ui import WebDriverWait
-
         WebDriverWait(browser, 60).until(lambda b: loaded_images(b))
         screenshot(browser, study, f"mlflow_{plot}")
 
 
 def test_report_html_shows_plots_summary_and_captions(smoke_studies, browser):
-    from selenium.webdriver.common.by import By
-
     work = smoke_studies.sqlite
     study = work / "results" / "smoke"
     report = study / "report.html"
@@ -111,8 +104,6 @@ def test_report_html_shows_plots_summary_and_captions(smoke_studies, browser):
     browser.find_element(By.XPATH, "//nav//*[text()='Plots']").click()
     wait_for_text(browser, *[f"results/smoke/plots/{p}.png" for p in PLOTS])
     browser.find_element(By.XPATH, "//nav//tr[td[contains(text(),'reward_vs_kl.png')]]//a[@iconname='eye']").click()
-    from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(browser, 30).until(lambda b: any("reward_vs_kl.png" in (img.get_attribute("src") or "")[:120] for img in loaded_images(b)))
     screenshot(browser, study, "report_reward_vs_kl")
     browser.find_element(By.XPATH, "//nav//tr[td[contains(text(),'reward_vs_kl.png')]]//a[@iconname='information-circle']").click()
@@ -124,12 +115,8 @@ def test_report_html_shows_plots_summary_and_captions(smoke_studies, browser):
     browser.get(report.as_uri())
     wait_for_text(browser, "Summary")
     browser.find_element(By.XPATH, "//nav//*[text()='Summary']").click()
-    wait_for_text(browser, "results/smoke/summary.csv", "results/smoke/compare/win_rates.csv")
-    wait_for_text(browser, "results/smoke/summary.html")
+    wait_for_text(browser, "results/smoke/summary.csv", "results/smoke/summary.html", "results/smoke/compare/win_rates.csv")
     browser.find_element(By.XPATH, "//nav//tr[td[contains(text(),'summary.html')]]//a[@iconname='eye']").click()
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(browser, 30).until(expected_conditions.frame_to_be_available_and_switch_to_it((By.TAG_NAME, "iframe")))
     wait_for_text(browser, "judge: gold", "lc_win_rate", "variant~dpo/beta~0.1/seed~0")
     browser.switch_to.default_content()

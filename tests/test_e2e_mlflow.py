@@ -12,10 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dpolab.config import grid_points, load_config
+from dpolab.report import PLOTS
 from dpolab.tracking import BENCHMARK_METRICS
 
 pytestmark = pytest.mark.e2e
-PLOTS = {"reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate", "win_rate_vs_temperature", "score_vs_length"}
 MODEL_FILES = {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "model/training_args.json"}
 
 
@@ -138,20 +138,24 @@ def check_store(work: Path) -> dict:
     return dict(counted)
 
 
-def test_sqlite_store_holds_every_run_metric_point_and_artifact(smoke_studies):
-    counted = check_store(smoke_studies.sqlite)
-    print("sqlite store:", counted)
+@pytest.fixture(scope="module")
+def sqlite_counts(smoke_studies):
+    return check_store(smoke_studies.sqlite)
+
+
+def test_sqlite_store_holds_every_run_metric_point_and_artifact(smoke_studies, sqlite_counts):
+    print("sqlite store:", sqlite_counts)
     _, _, _, runs = store(smoke_studies.sqlite)
     assert all(r.info.status == "FINISHED" for r in runs)  # no failure in this run: every run finished
 
 
-def test_server_store_holds_the_same_over_http(smoke_studies):
+def test_server_store_holds_the_same_over_http(smoke_studies, sqlite_counts):
     _, info, client, runs = store(smoke_studies.server_work)
     assert info["tracking_uri"] == smoke_studies.server.url
     assert (smoke_studies.server.root / "artifacts").is_dir() and not (smoke_studies.server_work / "results" / "smoke" / "mlflow.db").exists()
     counted = check_store(smoke_studies.server_work)
     print("server store:", counted)
-    assert counted == check_store(smoke_studies.sqlite)
+    assert counted == sqlite_counts
     # the same runs with the same params, metrics and artifacts as the local store
     _, _, sqlite_client, sqlite_runs = store(smoke_studies.sqlite)
     by_name = {r.info.run_name: r for r in sqlite_runs if r.info.status == "FINISHED"}

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from dpolab.config import grid_points, load_config
+from dpolab.report import PLOTS
 
 pytestmark = pytest.mark.e2e
 RULES = ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "generate", "evaluate",
          "pairwise_judge", "compare", "summary")
-PLOTS = {"reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate", "win_rate_vs_temperature", "score_vs_length"}
 
 
 @pytest.fixture(scope="module")

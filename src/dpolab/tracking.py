@@ -7,7 +7,6 @@ is handed to every job through a JSON file; child runs link to it with the
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow
+import pandas as pd
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
@@ -223,16 +223,9 @@ def log_study_results(study_run_file: Path | str, *, table, files: list, folders
 
 def read_benchmark(path: Path) -> dict[str, float]:
     """The last row of a Snakemake benchmark file (a job repeated with `repeat()` keeps the
-    last), as {column: value} for the numeric columns."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    values = {}
-    for key, value in (rows[-1] if rows else {}).items():
-        try:
-            values[key] = float(value)
-        except (TypeError, ValueError):
-            continue  # h:m:s and "NA" entries
-    return values
+    last), as {column: value} for its numeric columns ("h:m:s" and "NA" entries drop out)."""
+    last = pd.read_csv(path, sep="\t").tail(1)
+    return {k: float(v) for k, v in last.select_dtypes("number").iloc[0].items() if pd.notna(v)} if len(last) else {}
 
 
 def log_benchmarks(study_run_file: Path | str) -> dict[str, int]:
