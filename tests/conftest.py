@@ -110,60 +110,114 @@ class MlflowServer:
 
 
 @dataclass
+class SlurmCluster:
+    """The real single-node SLURM of tests/slurm/start.sh (slurmctld, slurmd, munged on
+    127.0.0.1, state under `state`); stop() stops exactly what start() started."""
+
+    state: Path
+    conf: Path | None = None
+
+    @property
+    def env(self) -> dict:
+        return dict(os.environ, SLURM_CONF=str(self.conf), DPOLAB_SLURM_DIR=str(self.state))
+
+    def start(self) -> "SlurmCluster":
+        from dpolab.config import ROOT
+
+        done = subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "start.sh")], capture_output=True, text=True,
+                              env=dict(os.environ, DPOLAB_SLURM_DIR=str(self.state)), timeout=600)
+        assert done.returncode == 0, f"SLURM did not start: {done.stdout[-2000:]} {done.stderr[-3000:]}"
+        self.conf = Path(done.stdout.strip().splitlines()[-1])
+        return self
+
+    def stop(self) -> None:
+        from dpolab.config import ROOT
+
+        subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "stop.sh")], env=self.env, timeout=120, check=False)
+
+    def command(self, *args: str) -> str:
+        return subprocess.run(list(args), env=self.env, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+# The shipped profile plus what is particular to this one-node test site: one thread per job
+# (as the local run), three jobs in flight, and a 2 s first status check (the profile's 20 s
+# suits a real cluster; here it would dominate jobs that take seconds).
+THREADED_RULES = ("sft", "pairs", "reference", "dpo", "generate", "pairwise_judge")
+SLURM_ARGS = ["--profile", "profiles/slurm", "--jobs", "3", "--slurm-init-seconds-before-status-checks", "2",
+              "--set-threads", *[f"{rule}=1" for rule in THREADED_RULES]]
+
+
+@dataclass
 class SmokeStudies:
-    sqlite: Path  # work folder of the run against the default sqlite store
-    server_work: Path  # work folder of the run against the tracking server
+    sqlite: Path  # work folder of the local run against the default sqlite store
+    server_work: Path  # work folder of the SLURM run against the tracking server
     server: MlflowServer
-    killed_run_id: str  # the server run's DPO job killed while it ran
-    first_attempt: subprocess.CompletedProcess  # the server run that lost that job
-    wall_s: float
+    cluster: SlurmCluster
+    local_output: str  # the local run's Snakemake output
+    faulty_launch: subprocess.CompletedProcess  # the SLURM launch that lost two jobs (scancel, time limit)
+    rerun: subprocess.CompletedProcess  # the SLURM launch that completed the study
+    cancelled: dict  # {"run_id", "slurm_job_id"} of the job cancelled with scancel
+    wall_s: float  # both studies, SLURM faults and rerun included
+    slurm_wall_s: float  # the two SLURM launches
 
 
-def _kill_first_running_dpo(url: str, process: subprocess.Popen, timeout: float = 1200) -> str:
-    """Wait until a DPO job is training (its run RUNNING and holding the trainer's arguments,
-    which TRL's MLflow callback logs when training begins), then SIGTERM that job's process
-    (the signal SLURM and Snakemake send) and return the run's id."""
+def _scancel_when_running(cluster: SlurmCluster, url: str, stage: str, process: subprocess.Popen, timeout: float = 1200) -> dict:
+    """Wait until a job of `stage` runs (its MLflow run RUNNING with its SLURM job id), then
+    cancel that SLURM job with scancel (SLURM sends SIGTERM to its processes)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         experiment = client.get_experiment_by_name("smoke")
-        runs = client.search_runs([experiment.experiment_id], "tags.stage = 'dpo' and attributes.status = 'RUNNING'") if experiment else []
+        runs = client.search_runs([experiment.experiment_id], f"tags.stage = '{stage}' and attributes.status = 'RUNNING'") if experiment else []
         for run in runs:
-            if "per_device_train_batch_size" not in run.data.params:
-                continue  # still loading
-            try:
-                os.kill(int(run.data.tags["pid"]), signal.SIGTERM)
-                return run.info.run_id
-            except ProcessLookupError:
-                continue  # it finished between the search and the kill
+            cluster.command("scancel", run.data.tags["slurm_job_id"])
+            return {"run_id": run.info.run_id, "slurm_job_id": run.data.tags["slurm_job_id"]}
         time.sleep(0.25)
-    raise AssertionError("no DPO job was seen training")
+    raise AssertionError(f"no {stage} job was seen running")
 
 
 @pytest.fixture(scope="session")
-def smoke_studies(tmp_path_factory):
-    """The smoke study twice at once (3 jobs side by side in each, one thread per job):
-    against the default sqlite store, and against a real `mlflow server` over HTTP. In the
-    server run one DPO job is killed while it runs; the study is then rerun to completion."""
+def slurm_cluster(tmp_path_factory):
+    cluster = SlurmCluster(Path(os.environ.get("DPOLAB_SLURM_DIR", tmp_path_factory.mktemp("slurm"))))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def smoke_studies(tmp_path_factory, slurm_cluster):
+    """The smoke study twice at once: locally (3 jobs side by side, one thread each) against
+    the default sqlite store, and on a real SLURM (`--profile profiles/slurm`) against a real
+    `mlflow server` over HTTP. The first SLURM launch loses two jobs: `pairs` is cancelled
+    with scancel while it runs, and generate/sft runs past its time limit (the launch sets
+    generate's runtime to 1 minute; the job takes longer). A second launch completes the study."""
     root = tmp_path_factory.mktemp("smoke")
     server = MlflowServer(root / "server").start()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     sqlite_work, server_work = copy_workflow(root / "sqlite"), copy_workflow(root / "http")
-    server_command = [*SMOKE_COMMAND, "--config", f"mlflow={{tracking_uri: '{server.url}'}}"]
+    slurm_command = [str(BIN / "snakemake"), "--configfile", "configs/smoke.yaml",
+                     "--config", f"mlflow={{tracking_uri: '{server.url}'}}", *SLURM_ARGS]
+    slurm_env = dict(slurm_cluster.env, OMP_NUM_THREADS="1")
     started = time.monotonic()
     try:
         with open(root / "sqlite.log", "w") as sqlite_log:
             sqlite_run = subprocess.Popen(SMOKE_COMMAND, cwd=sqlite_work, env=env, stdout=sqlite_log, stderr=subprocess.STDOUT)
-            first = subprocess.Popen(server_command, cwd=server_work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            killed = _kill_first_running_dpo(server.url, first)
+            faulty_command = [*slurm_command, "--set-resources", "generate:runtime=1"]
+            first = subprocess.Popen(faulty_command, cwd=server_work, env=slurm_env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+            cancelled = _scancel_when_running(slurm_cluster, server.url, "pairs", first)
             first_output, _ = first.communicate(timeout=1500)
-            rerun = subprocess.run(server_command, cwd=server_work, env=env, capture_output=True, text=True, timeout=1500)
-            assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
+            (root / "slurm_faults.log").write_text(first_output)
+            rerun = subprocess.run(slurm_command, cwd=server_work, env=slurm_env, capture_output=True, text=True, timeout=1800)
+            (root / "slurm_rerun.log").write_text(rerun.stdout + rerun.stderr)
+            slurm_wall_s = time.monotonic() - started
+            assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-4000:]
             assert sqlite_run.wait(timeout=1500) == 0, (root / "sqlite.log").read_text()[-6000:]
-        yield SmokeStudies(sqlite_work, server_work, server, killed,
-                           subprocess.CompletedProcess(server_command, first.returncode, first_output, ""),
-                           time.monotonic() - started)
+        yield SmokeStudies(sqlite_work, server_work, server, slurm_cluster, (root / "sqlite.log").read_text(),
+                           subprocess.CompletedProcess(faulty_command, first.returncode, first_output, ""), rerun,
+                           cancelled, time.monotonic() - started, slurm_wall_s)
     finally:
         server.stop()

@@ -1,6 +1,6 @@
 """The MLflow store after the smoke study, run twice at once with several jobs side by side:
-against the default sqlite store and against a real `mlflow server` over HTTP (one of its DPO
-jobs killed mid-run, then the study rerun). Every job's run, metric point and artifact is
+locally against the default sqlite store, and on a real SLURM against a real `mlflow server`
+over HTTP (two of its jobs lost, then the study rerun; tests/test_e2e_slurm.py). Every job's run, metric point and artifact is
 counted against the study's own files, so nothing lost goes unnoticed."""
 
 import json
@@ -164,19 +164,3 @@ def test_server_store_holds_the_same_over_http(smoke_studies, sqlite_counts):
         assert set(run.data.params) == set(local.data.params), run.info.run_name
         assert set(run.data.metrics) == set(local.data.metrics), run.info.run_name
         assert artifacts(client, run.info.run_id) == artifacts(sqlite_client, local.info.run_id), run.info.run_name
-
-
-def test_killed_job_leaves_its_run_killed_and_the_rerun_completes(smoke_studies):
-    first = smoke_studies.first_attempt
-    assert first.returncode != 0
-    assert "Error in rule dpo" in first.stdout, first.stdout[-3000:]
-    _, info, client, runs = store(smoke_studies.server_work)
-    killed = client.get_run(smoke_studies.killed_run_id)
-    assert killed.info.status == "KILLED" and killed.data.tags["ended_by"] == "SIGTERM"
-    assert "per_device_train_batch_size" in killed.data.params  # it was killed after training began
-    assert killed.data.tags["mlflow.parentRunId"] == info["parent_run_id"]
-    # the rerun made a new run for the same job, and it finished
-    same_job = [r for r in runs if r.info.run_name == killed.info.run_name]
-    assert sorted(r.info.status for r in same_job) == ["FINISHED", "KILLED"]
-    assert (smoke_studies.server_work / "results" / "smoke" / "summary.csv").exists()
-    print(f"both smoke studies (and the rerun) took {smoke_studies.wall_s:.0f} s")

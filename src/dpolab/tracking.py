@@ -102,7 +102,7 @@ def create_study_run(config: dict, study_dir: Path, out_file: Path, benchmark: s
         # rather than as a GenAI experiment (traces)
         client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     tags = {"stage": "study", "rule": "mlflow_study", "git_commit": git_commit(), "config_hash": config_hash(config),
-            **({"benchmark_file": benchmark} if benchmark else {})}
+            "host": socket.gethostname(), **scheduler_tags(), **({"benchmark_file": benchmark} if benchmark else {})}
     run = client.create_run(experiment_id, run_name=f"study-{config['study']}", tags=tags)
     for key, value in flatten(config).items():
         client.log_param(run.info.run_id, key, value)
@@ -111,6 +111,12 @@ def create_study_run(config: dict, study_dir: Path, out_file: Path, benchmark: s
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(info, indent=2))
     return info
+
+
+def scheduler_tags() -> dict[str, str]:
+    """Where a cluster job ran: SLURM's job id, node list and partition (none outside SLURM)."""
+    names = {"SLURM_JOB_ID": "slurm_job_id", "SLURM_JOB_NODELIST": "slurm_nodelist", "SLURM_JOB_PARTITION": "slurm_partition"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
@@ -148,7 +154,7 @@ def job_run(
         "git_commit": git_commit(),
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
-        **({"slurm_job_id": os.environ["SLURM_JOB_ID"]} if "SLURM_JOB_ID" in os.environ else {}),
+        **scheduler_tags(),
         **({"config_hash": config_hash(config)} if config else {}),
         **{k: str(v) for k, v in (tags or {}).items()},
     }

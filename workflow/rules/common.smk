@@ -3,6 +3,7 @@ import re
 
 from dpolab.config import all_betas, format_value, grid_points, pairwise_judges, policies, validate_config
 from dpolab.errors import ConfigError
+from dpolab.resources import job_resources, model_params
 
 try:
     # Schema defaults are filled in here; cross-key checks run before any job is scheduled.
@@ -34,16 +35,51 @@ wildcard_constraints:
     judge=_one_of(config["judges"]),
 
 
+# Threads of a cluster job when the profile does not set them (set-threads): a job owns its
+# allocation there, so it is not sized from the submitting machine's --cores.
+CLUSTER_THREADS = 8
+
+
+def local_cores():
+    """--cores of a local run; None on a cluster. The head of a cluster run has no --cores, and
+    each cluster job re-parses this file (exec mode remote) and must size threads as the head did."""
+    if workflow.remote_exec:
+        return None
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
 def stage_threads():
     """A stage that runs alone in the DAG (sft, pairs, reference) takes every core (max 8)."""
-    return max(1, min(workflow.cores, 8))
+    cores = local_cores()
+    return CLUSTER_THREADS if cores is None else max(1, min(cores, 8))
 
 
 def heavy_threads():
     """Grid jobs (dpo, generate) take half the cores (at least 1, at most 8) so two run
     side by side: per-job start-up (imports, engine set-up) is single-threaded, and on small
     machines one thread per job is the steady setting. Profiles may override (set-threads)."""
-    return max(1, min(workflow.cores // 2, 8))
+    cores = local_cores()
+    return CLUSTER_THREADS if cores is None else max(1, min(cores // 2, 8))
+
+
+MODEL_PARAMS = model_params(config["model"])
+if MODEL_PARAMS is None:
+    if local_cores() is None:  # resources decide placement only on a cluster
+        raise WorkflowError(
+            f"model.n_params: needed to size cluster jobs (mem_mb, runtime) for Hub model "
+            f"{config['model']['path']!r}, whose config.json is not in the local Hugging Face cache; "
+            "set it in the config (e.g. n_params: 2.8e9)"
+        )
+    MODEL_PARAMS = 1_000_000_000
+
+
+def resources_for(stage):
+    """Generic resources of a stage's jobs (mem_mb, runtime in minutes, gpu on cuda), from the
+    config (dpolab.resources); a profile's set-resources overrides them."""
+    return job_resources(stage, config, MODEL_PARAMS)
 
 
 def policy_model_dir(wildcards):

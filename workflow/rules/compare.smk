@@ -23,6 +23,8 @@ rule pairwise_judge:
     benchmark:
         f"{STUDY}/benchmarks/pairwise_judge/{{judge}}.tsv"
     threads: heavy_threads()
+    resources:
+        **resources_for("pairwise_judge"),
     script:
         "../scripts/pairwise_judge.py"
 
@@ -46,5 +48,7 @@ rule compare:
         f"{STUDY}/logs/compare.log",
     benchmark:
         f"{STUDY}/benchmarks/compare.tsv"
+    resources:
+        **resources_for("compare"),
     script:
         "../scripts/compare.py"

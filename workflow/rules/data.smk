@@ -12,5 +12,7 @@ rule data:
         f"{STUDY}/logs/data.log",
     benchmark:
         f"{STUDY}/benchmarks/data.tsv"
+    resources:
+        **resources_for("data"),
     script:
         "../scripts/data.py"

@@ -14,5 +14,7 @@ rule dpo:
     benchmark:
         f"{STUDY}/benchmarks/dpo/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}.tsv"
     threads: heavy_threads()
+    resources:
+        **resources_for("dpo"),
     script:
         "../scripts/dpo.py"

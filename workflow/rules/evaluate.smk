@@ -15,5 +15,7 @@ rule evaluate:
     benchmark:
         f"{STUDY}/benchmarks/evaluate/{{policy}}.tsv"
     threads: 1
+    resources:
+        **resources_for("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -11,5 +11,7 @@ rule generate:
     benchmark:
         f"{STUDY}/benchmarks/generate/{{policy}}.tsv"
     threads: heavy_threads()
+    resources:
+        **resources_for("generate"),
     script:
         "../scripts/generate.py"

@@ -9,5 +9,7 @@ rule judge:
         f"{STUDY}/logs/judge.log",
     benchmark:
         f"{STUDY}/benchmarks/judge.tsv"
+    resources:
+        **resources_for("judge"),
     script:
         "../scripts/judge.py"

@@ -13,6 +13,8 @@ rule mlflow_study:
         f"{STUDY}/logs/mlflow_study.log",
     benchmark:
         f"{STUDY}/benchmarks/mlflow_study.tsv"
+    resources:
+        **resources_for("mlflow_study"),
     script:
         "../scripts/mlflow_study.py"
 

@@ -12,5 +12,7 @@ rule pairs:
     benchmark:
         f"{STUDY}/benchmarks/pairs.tsv"
     threads: stage_threads()
+    resources:
+        **resources_for("pairs"),
     script:
         "../scripts/pairs.py"

@@ -12,5 +12,7 @@ rule reference:
     benchmark:
         f"{STUDY}/benchmarks/reference.tsv"
     threads: stage_threads()
+    resources:
+        **resources_for("reference"),
     script:
         "../scripts/reference.py"

@@ -7,6 +7,8 @@ rule base_model:
         f"{STUDY}/logs/base_model.log",
     benchmark:
         f"{STUDY}/benchmarks/base_model.tsv"
+    resources:
+        **resources_for("base_model"),
     script:
         "../scripts/base_model.py"
 
@@ -24,5 +26,7 @@ rule sft:
     benchmark:
         f"{STUDY}/benchmarks/sft.tsv"
     threads: stage_threads()
+    resources:
+        **resources_for("sft"),
     script:
         "../scripts/sft.py"

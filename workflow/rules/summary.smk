@@ -24,5 +24,7 @@ rule summary:
         f"{STUDY}/logs/summary.log",
     benchmark:
         f"{STUDY}/benchmarks/summary.tsv"
+    resources:
+        **resources_for("summary"),
     script:
         "../scripts/summary.py"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# A real single-node SLURM on 127.0.0.1 for the tests: munged, slurmctld and slurmd, all
+# under one state folder (default /tmp/dpolab-slurm), PID files there; stop.sh stops exactly
+# these. Installs the Debian packages if missing (root or sudo). Prints the SLURM_CONF path.
+set -euo pipefail
+STATE=${DPOLAB_SLURM_DIR:-/tmp/dpolab-slurm}
+PACKAGES="slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge"
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+if ! dpkg -s $PACKAGES >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+fi
+mkdir -p "$STATE"/{munge,munge-key,spool/ctld,spool/d,log}
+# munged wants its key private and its socket folder open to every user
+chown munge:munge "$STATE/munge" "$STATE/munge-key"; chmod 755 "$STATE/munge"; chmod 700 "$STATE/munge-key"
+[ -f "$STATE/munge-key/munge.key" ] || { mungekey -c -k "$STATE/munge-key/munge.key"; chown munge:munge "$STATE/munge-key/munge.key"; chmod 600 "$STATE/munge-key/munge.key"; }
+HOST=$(hostname -s)
+NODE=$(slurmd -C | head -1 | sed "s/^NodeName=[^ ]*/NodeName=$HOST NodeAddr=127.0.0.1/")
+cat > "$STATE/slurm.conf" <<CONF
+ClusterName=dpolab
+SlurmctldHost=$HOST(127.0.0.1)
+AuthType=auth/munge
+AuthInfo=socket=$STATE/munge/munge.socket
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$STATE/spool/ctld
+SlurmdSpoolDir=$STATE/spool/d
+SlurmctldPidFile=$STATE/slurmctld.pid
+SlurmdPidFile=$STATE/slurmd.pid
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MailProg=/bin/true
+ReturnToService=2
+SlurmctldPort=6817
+SlurmdPort=6818
+MinJobAge=300
+KillWait=10
+$NODE State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+CONF
+# the SLURM jobstep plugin drops SLURM_CONF before its inner srun: the config must also be at
+# the default path; a symlink that stop.sh removes (only if it still points here)
+mkdir -p /etc/slurm
+[ -e /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" != "$STATE/slurm.conf" ] && { echo "/etc/slurm/slurm.conf exists and is not ours: refusing" >&2; exit 1; }
+ln -sfn "$STATE/slurm.conf" /etc/slurm/slurm.conf
+export SLURM_CONF="$STATE/slurm.conf"
+runuser -u munge -- munged --socket="$STATE/munge/munge.socket" --key-file="$STATE/munge-key/munge.key" \
+  --pid-file="$STATE/munge/munged.pid" --log-file="$STATE/munge-key/munged.log" --seed-file="$STATE/munge-key/munge.seed"
+slurmctld -f "$SLURM_CONF"
+slurmd -f "$SLURM_CONF"
+for _ in $(seq 60); do
+  if sinfo -h -o %T 2>/dev/null | grep -qx idle; then echo "$SLURM_CONF"; exit 0; fi
+  sleep 0.5
+done
+echo "SLURM did not come up; logs in $STATE/log" >&2; exit 1

@@ -1,0 +1,147 @@
+"""The smoke study on a real SLURM (tests/slurm/start.sh: slurmctld, slurmd and munged on
+127.0.0.1) through `snakemake --profile profiles/slurm`, beside the same study run locally
+(conftest.smoke_studies). Every job must run as a SLURM job, the outputs and MLflow runs must
+match the local run's, and two lost jobs (one cancelled with scancel, one past its time limit)
+must be reported and recovered by a rerun."""
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from statistics import mean, median
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e
+# results of a study that differ by design between a local run and this one: the local run's
+# sqlite store and artifacts live under results/, the SLURM run's on the tracking server
+STORE_ONLY = ("mlflow.db", "mlartifacts/", "vllm-cache/", "screenshots/")
+
+
+def server_runs(studies):
+    info = json.loads((studies.server_work / "results" / "smoke" / "mlflow" / "study_run.json").read_text())
+    client = MlflowClient(info["tracking_uri"])
+    return info, client, client.search_runs([info["experiment_id"]], max_results=5000)
+
+
+def study_files(work: Path) -> set[str]:
+    study = work / "results" / "smoke"
+    files = {p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file()}
+    return {f for f in files if not f.startswith(STORE_ONLY) and "/trainer/" not in f}
+
+
+def job_timings(output: str) -> list[dict]:
+    """From a Snakemake run's output: each job's launch and finish time (the timestamps Snakemake
+    prints before `rule X:` and `Finished jobid: N`) and its benchmark file."""
+    jobs, stamp, current = {}, None, None
+    for line in output.splitlines():
+        if match := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]{8} \d{4})\]", line.strip()):
+            stamp = datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
+        elif match := re.match(r"(?:local)?rule (\w+):$", line):
+            current = {"rule": match.group(1), "launched": stamp}
+        elif current is not None and (match := re.match(r"\s+jobid: (\d+)$", line)):
+            jobs[int(match.group(1))] = current
+        elif current is not None and (match := re.match(r"\s+benchmark: (\S+)$", line)):
+            current["benchmark"] = match.group(1)
+        elif match := re.match(r"Job (\d+) has been submitted with SLURM jobid (\d+)", line):
+            jobs[int(match.group(1))]["slurm_job_id"] = match.group(2)
+        elif match := re.match(r"Finished jobid: (\d+)", line):
+            jobs[int(match.group(1))]["finished"] = stamp
+    return [job for job in jobs.values() if "finished" in job]
+
+
+def overheads(output: str, work: Path) -> list[float]:
+    """Seconds each finished job spent outside its own work: launch to finish as Snakemake saw
+    it, minus the job's benchmarked wall time (the script itself)."""
+    found = []
+    for job in job_timings(output):
+        if "benchmark" not in job:  # the target rule `all`
+            continue
+        bench = pd.read_csv(work / job["benchmark"], sep="\t")
+        found.append((job["finished"] - job["launched"]).total_seconds() - float(bench["s"].iloc[-1]))
+    return found
+
+
+def test_every_job_ran_as_a_slurm_job(smoke_studies):
+    info, client, runs = server_runs(smoke_studies)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 21  # the parent (rule mlflow_study) and 20 jobs, as in the local run
+    job_ids = [r.data.tags.get("slurm_job_id") for r in finished]
+    assert all(job_id and job_id.isdigit() for job_id in job_ids), [r.info.run_name for r in finished if not r.data.tags.get("slurm_job_id")]
+    assert len(set(job_ids)) == len(job_ids)
+    host = smoke_studies.cluster.command("hostname", "-s").strip()
+    assert {r.data.tags["slurm_nodelist"] for r in finished} == {host}
+    # each job's SLURM log, named by its job id, is where the plugin says it is
+    submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)\.",
+                                smoke_studies.faulty_launch.stdout + smoke_studies.rerun.stdout))
+    for run in finished:
+        log = Path(submitted[run.data.tags["slurm_job_id"]])
+        assert log.is_file() and log.name == f"{run.data.tags['slurm_job_id']}.log"
+        assert f"rule_{run.data.tags['rule']}" in log.parts, (run.info.run_name, log)
+    # and the local run has none: the comparison below is local vs SLURM
+    local = json.loads((smoke_studies.sqlite / "results" / "smoke" / "mlflow" / "study_run.json").read_text())
+    local_runs = MlflowClient(local["tracking_uri"]).search_runs([local["experiment_id"]])
+    assert local_runs and not any("slurm_job_id" in r.data.tags for r in local_runs)
+
+
+def test_outputs_match_the_local_run(smoke_studies):
+    local, slurm = study_files(smoke_studies.sqlite), study_files(smoke_studies.server_work)
+    assert local == slurm, {"only local": sorted(local - slurm), "only SLURM": sorted(slurm - local)}
+    local_study, slurm_study = smoke_studies.sqlite / "results" / "smoke", smoke_studies.server_work / "results" / "smoke"
+    # the data stage is deterministic: the same prompts and SFT texts, value for value
+    for name in ("prompts_train", "prompts_test", "sft_train", "sft_eval"):
+        pd.testing.assert_frame_equal(pd.read_parquet(local_study / "data" / f"{name}.parquet"),
+                                      pd.read_parquet(slurm_study / "data" / f"{name}.parquet"))
+    # the summary: the same columns and the same (policy, temperature, judge) rows
+    local_summary, slurm_summary = pd.read_csv(local_study / "summary.csv"), pd.read_csv(slurm_study / "summary.csv")
+    assert list(local_summary.columns) == list(slurm_summary.columns)
+    keys = ["policy", "temperature", "judge"]
+    assert local_summary[keys].sort_values(keys).values.tolist() == slurm_summary[keys].sort_values(keys).values.tolist()
+
+
+def test_scancel_is_reported_and_the_rerun_completes(smoke_studies):
+    faulty, cancelled = smoke_studies.faulty_launch, smoke_studies.cancelled
+    assert faulty.returncode != 0
+    assert "Error in rule pairs" in faulty.stdout, faulty.stdout[-4000:]
+    assert f"SLURM-job '{cancelled['slurm_job_id']}' failed, SLURM status is: 'CANCELLED'" in faulty.stdout
+    _, client, runs = server_runs(smoke_studies)
+    run = client.get_run(cancelled["run_id"])
+    # SLURM sent SIGTERM; the job's handler ended its run before the process went
+    assert run.info.status == "KILLED" and run.data.tags["ended_by"] == "SIGTERM"
+    assert sorted(r.info.status for r in runs if r.info.run_name == run.info.run_name) == ["FINISHED", "KILLED"]
+    # the rerun resumed: what the first launch finished (data, judge, SFT...) was kept, not redone
+    assert smoke_studies.rerun.returncode == 0
+    assert "rule sft:" in faulty.stdout and "rule sft:" not in smoke_studies.rerun.stdout
+    assert (smoke_studies.server_work / "results" / "smoke" / "summary.csv").is_file()
+
+
+def test_time_limit_is_reported_and_the_rerun_completes(smoke_studies):
+    faulty = smoke_studies.faulty_launch
+    timed_out = re.findall(r"SLURM-job '(\d+)' failed, SLURM status is: 'TIMEOUT'", faulty.stdout)
+    assert len(timed_out) == 1, ("generate/sft finished within its 1-minute limit: this machine is faster than the test assumes"
+                                 if "Error in rule generate" not in faulty.stdout else faulty.stdout[-4000:])
+    assert "Error in rule generate" in faulty.stdout
+    _, client, runs = server_runs(smoke_studies)
+    attempts = {r.info.status: r for r in runs if r.info.run_name == "generate/policy~sft"}
+    assert sorted(attempts) == ["FINISHED", "KILLED"]
+    assert attempts["KILLED"].data.tags["slurm_job_id"] == timed_out[0]
+    assert attempts["KILLED"].data.tags["ended_by"] == "SIGTERM"  # SLURM's signal at the limit
+    # SLURM's own words in the job's log
+    log = next((smoke_studies.server_work / ".snakemake" / "slurm_logs").rglob(f"{timed_out[0]}.log"))
+    assert "DUE TO TIME LIMIT" in log.read_text()
+
+
+def test_slurm_overhead_per_job(smoke_studies):
+    """Measured, not asserted against a time: what a SLURM job costs beside the same job run
+    locally (submission, a second Snakemake start inside the job, squeue polling)."""
+    slurm = overheads(smoke_studies.faulty_launch.stdout, smoke_studies.server_work) + overheads(smoke_studies.rerun.stdout, smoke_studies.server_work)
+    local = overheads(smoke_studies.local_output, smoke_studies.sqlite)
+    assert len(local) == 21 and len(slurm) == 21  # every finished job of each run was found in its output
+    assert min(slurm) > 0  # a SLURM job's turnaround includes its own benchmarked wall time
+    figures = {"slurm_wall_s": round(smoke_studies.slurm_wall_s), "both_studies_wall_s": round(smoke_studies.wall_s),
+               "slurm_overhead_s": {"mean": round(mean(slurm), 1), "median": round(median(slurm), 1), "max": round(max(slurm), 1)},
+               "local_overhead_s": {"mean": round(mean(local), 1), "median": round(median(local), 1), "max": round(max(local), 1)}}
+    (smoke_studies.server_work / "slurm_overhead.json").write_text(json.dumps(figures, indent=2))
+    print("SLURM vs local per-job overhead:", json.dumps(figures))
