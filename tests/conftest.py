@@ -40,6 +40,7 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -179,12 +180,15 @@ def _scancel_when_running(cluster: SlurmCluster, url: str, stage: str, process: 
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    cluster = SlurmCluster(Path(os.environ.get("DPOLAB_SLURM_DIR", tmp_path_factory.mktemp("slurm"))))
+def slurm_cluster():
+    # not under pytest's tmp_path: that folder is private to root and munged runs as munge
+    state = Path(tempfile.mkdtemp(prefix="dpolab-slurm-"))
+    cluster = SlurmCluster(state)
     try:
         yield cluster.start()
     finally:
         cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

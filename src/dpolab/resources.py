@@ -185,7 +185,7 @@ def job_resources(stage: str, config: dict, n_params: int, plan: ResourcePlan = 
     elif stage == "evaluate":  # judges + KL: policy and SFT model forward over every sample
         tokens = data["n_test_prompts"] * len(temperatures) * (config["generation"]["max_new_tokens"] + 16)
         flops = 2 * 2 * n_params * tokens
-        mem = plan.base_mem_mb + 2 * 2 * weights_mb
+        mem = plan.base_mem_mb + 2 * weights_mb  # the policy and the SFT model
         resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.forward, plan)}
     else:
         raise ValueError(f"job_resources: unknown stage {stage!r}")

@@ -11,6 +11,9 @@ if ! dpkg -s $PACKAGES >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
 fi
 mkdir -p "$STATE"/{munge,munge-key,spool/ctld,spool/d,log}
+chmod 755 "$STATE"
+# munged runs as the munge user: every folder above the state folder must let it through
+runuser -u munge -- test -x "$STATE/munge" || { echo "$STATE is not reachable by the munge user (a parent folder is private): use another DPOLAB_SLURM_DIR" >&2; exit 1; }
 # munged wants its key private and its socket folder open to every user
 chown munge:munge "$STATE/munge" "$STATE/munge-key"; chmod 755 "$STATE/munge"; chmod 700 "$STATE/munge-key"
 [ -f "$STATE/munge-key/munge.key" ] || { mungekey -c -k "$STATE/munge-key/munge.key"; chown munge:munge "$STATE/munge-key/munge.key"; chmod 600 "$STATE/munge-key/munge.key"; }

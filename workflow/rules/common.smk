@@ -71,7 +71,7 @@ if MODEL_PARAMS is None:
         raise WorkflowError(
             f"model.n_params: needed to size cluster jobs (mem_mb, runtime) for Hub model "
             f"{config['model']['path']!r}, whose config.json is not in the local Hugging Face cache; "
-            "set it in the config (e.g. n_params: 2.8e9)"
+            "set it in the config (e.g. n_params: 2.8e+9)"
         )
     MODEL_PARAMS = 1_000_000_000
 
