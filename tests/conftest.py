@@ -157,26 +157,37 @@ class SmokeStudies:
     local_output: str  # the local run's Snakemake output
     faulty_launch: subprocess.CompletedProcess  # the SLURM launch that lost two jobs (scancel, time limit)
     rerun: subprocess.CompletedProcess  # the SLURM launch that completed the study
-    cancelled: dict  # {"run_id", "slurm_job_id"} of the job cancelled with scancel
+    lost: dict  # {"cancelled": {run_id, slurm_job_id}, "timed_out": {run_id, slurm_job_id, time_limit}}
     wall_s: float  # both studies, SLURM faults and rerun included
     slurm_wall_s: float  # the two SLURM launches
 
 
-def _scancel_when_running(cluster: SlurmCluster, url: str, stage: str, process: subprocess.Popen, timeout: float = 1200) -> dict:
-    """Wait until a job of `stage` runs (its MLflow run RUNNING with its SLURM job id), then
-    cancel that SLURM job with scancel (SLURM sends SIGTERM to its processes)."""
+def _lose_jobs_while_running(cluster: SlurmCluster, url: str, process: subprocess.Popen, timeout: float = 1200) -> dict:
+    """Two faults in one launch, each as soon as its job is working (its MLflow run RUNNING with
+    its SLURM job id): `pairs` is cancelled with scancel, and generate/sft reaches its time
+    limit: `scontrol update EndTime=now` ends the job's allotted time there and then, so SLURM
+    enforces the limit as for any job that outlives it (SIGTERM, state TIMEOUT, "DUE TO TIME
+    LIMIT") however fast this machine runs the job. Returns what was done to which job."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(url)
+    lost: dict = {}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
+    while len(lost) < 2 and time.monotonic() < deadline and process.poll() is None:
         experiment = client.get_experiment_by_name("smoke")
-        runs = client.search_runs([experiment.experiment_id], f"tags.stage = '{stage}' and attributes.status = 'RUNNING'") if experiment else []
-        for run in runs:
-            cluster.command("scancel", run.data.tags["slurm_job_id"])
-            return {"run_id": run.info.run_id, "slurm_job_id": run.data.tags["slurm_job_id"]}
+        running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") if experiment else []
+        for run in running:
+            job_id, name = run.data.tags.get("slurm_job_id"), run.info.run_name
+            if name == "pairs" and "cancelled" not in lost:
+                cluster.command("scancel", job_id)
+                lost["cancelled"] = {"run_id": run.info.run_id, "slurm_job_id": job_id}
+            elif name == "generate/policy~sft" and "timed_out" not in lost:
+                limit = cluster.command("squeue", "-h", "-j", job_id, "-o", "%l").strip()  # from the rule's runtime
+                cluster.command("scontrol", "update", f"JobId={job_id}", "EndTime=now")
+                lost["timed_out"] = {"run_id": run.info.run_id, "slurm_job_id": job_id, "time_limit": limit}
         time.sleep(0.25)
-    raise AssertionError(f"no {stage} job was seen running")
+    assert len(lost) == 2, f"not both jobs were seen running: {lost}"
+    return lost
 
 
 @pytest.fixture(scope="session")
@@ -195,9 +206,9 @@ def slurm_cluster():
 def smoke_studies(tmp_path_factory, slurm_cluster):
     """The smoke study twice at once: locally (3 jobs side by side, one thread each) against
     the default sqlite store, and on a real SLURM (`--profile profiles/slurm`) against a real
-    `mlflow server` over HTTP. The first SLURM launch loses two jobs: `pairs` is cancelled
-    with scancel while it runs, and generate/sft runs past its time limit (the launch sets
-    generate's runtime to 1 minute; the job takes longer). A second launch completes the study."""
+    `mlflow server` over HTTP. The first SLURM launch loses two jobs while they run: `pairs`
+    to scancel, generate/sft to its time limit (_lose_jobs_while_running). A second launch
+    completes the study."""
     root = tmp_path_factory.mktemp("smoke")
     server = MlflowServer(root / "server").start()
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -209,10 +220,9 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
     try:
         with open(root / "sqlite.log", "w") as sqlite_log:
             sqlite_run = subprocess.Popen(SMOKE_COMMAND, cwd=sqlite_work, env=env, stdout=sqlite_log, stderr=subprocess.STDOUT)
-            faulty_command = [*slurm_command, "--set-resources", "generate:runtime=1"]
-            first = subprocess.Popen(faulty_command, cwd=server_work, env=slurm_env, stdout=subprocess.PIPE,
+            first = subprocess.Popen(slurm_command, cwd=server_work, env=slurm_env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
-            cancelled = _scancel_when_running(slurm_cluster, server.url, "pairs", first)
+            lost = _lose_jobs_while_running(slurm_cluster, server.url, first)
             first_output, _ = first.communicate(timeout=1500)
             (root / "slurm_faults.log").write_text(first_output)
             rerun = subprocess.run(slurm_command, cwd=server_work, env=slurm_env, capture_output=True, text=True, timeout=1800)
@@ -221,7 +231,7 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
             assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-4000:]
             assert sqlite_run.wait(timeout=1500) == 0, (root / "sqlite.log").read_text()[-6000:]
         yield SmokeStudies(sqlite_work, server_work, server, slurm_cluster, (root / "sqlite.log").read_text(),
-                           subprocess.CompletedProcess(faulty_command, first.returncode, first_output, ""), rerun,
-                           cancelled, time.monotonic() - started, slurm_wall_s)
+                           subprocess.CompletedProcess(slurm_command, first.returncode, first_output, ""), rerun,
+                           lost, time.monotonic() - started, slurm_wall_s)
     finally:
         server.stop()

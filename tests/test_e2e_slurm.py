@@ -14,6 +14,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dpolab.config import load_config
+from dpolab.resources import job_resources, model_params
+
 pytestmark = pytest.mark.e2e
 # results of a study that differ by design between a local run and this one: the local run's
 # sqlite store and artifacts live under results/, the SLURM run's on the tracking server
@@ -102,7 +105,7 @@ def test_outputs_match_the_local_run(smoke_studies):
 
 
 def test_scancel_is_reported_and_the_rerun_completes(smoke_studies):
-    faulty, cancelled = smoke_studies.faulty_launch, smoke_studies.cancelled
+    faulty, cancelled = smoke_studies.faulty_launch, smoke_studies.lost["cancelled"]
     assert faulty.returncode != 0
     assert "Error in rule pairs" in faulty.stdout, faulty.stdout[-4000:]
     assert f"SLURM-job '{cancelled['slurm_job_id']}' failed, SLURM status is: 'CANCELLED'" in faulty.stdout
@@ -118,18 +121,19 @@ def test_scancel_is_reported_and_the_rerun_completes(smoke_studies):
 
 
 def test_time_limit_is_reported_and_the_rerun_completes(smoke_studies):
-    faulty = smoke_studies.faulty_launch
-    timed_out = re.findall(r"SLURM-job '(\d+)' failed, SLURM status is: 'TIMEOUT'", faulty.stdout)
-    assert len(timed_out) == 1, ("generate/sft finished within its 1-minute limit: this machine is faster than the test assumes"
-                                 if "Error in rule generate" not in faulty.stdout else faulty.stdout[-4000:])
-    assert "Error in rule generate" in faulty.stdout
+    faulty, timed_out = smoke_studies.faulty_launch, smoke_studies.lost["timed_out"]
+    # the job had been submitted with the rule's runtime resource as its time limit (--time)
+    config = load_config(smoke_studies.server_work / "configs" / "smoke.yaml")
+    runtime = job_resources("generate", config, model_params(config["model"]))["runtime"]
+    assert timed_out["time_limit"] == f"{runtime}:00"
+    assert "Error in rule generate" in faulty.stdout, faulty.stdout[-4000:]
+    assert f"SLURM-job '{timed_out['slurm_job_id']}' failed, SLURM status is: 'TIMEOUT'" in faulty.stdout
     _, client, runs = server_runs(smoke_studies)
-    attempts = {r.info.status: r for r in runs if r.info.run_name == "generate/policy~sft"}
-    assert sorted(attempts) == ["FINISHED", "KILLED"]
-    assert attempts["KILLED"].data.tags["slurm_job_id"] == timed_out[0]
-    assert attempts["KILLED"].data.tags["ended_by"] == "SIGTERM"  # SLURM's signal at the limit
+    run = client.get_run(timed_out["run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["ended_by"] == "SIGTERM"  # SLURM's signal at the limit
+    assert sorted(r.info.status for r in runs if r.info.run_name == "generate/policy~sft") == ["FINISHED", "KILLED"]
     # SLURM's own words in the job's log
-    log = next((smoke_studies.server_work / ".snakemake" / "slurm_logs").rglob(f"{timed_out[0]}.log"))
+    log = next((smoke_studies.server_work / ".snakemake" / "slurm_logs").rglob(f"{timed_out['slurm_job_id']}.log"))
     assert "DUE TO TIME LIMIT" in log.read_text()
 
 

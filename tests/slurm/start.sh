@@ -36,7 +36,9 @@ SlurmdLogFile=$STATE/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
+# memory is what jobs consume; CPUs are shared, so 3 one-thread jobs run at once on 2 cores
+# (the concurrency of the local smoke run it is compared with)
+SelectTypeParameters=CR_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
