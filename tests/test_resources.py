@@ -137,8 +137,11 @@ def test_hub_model_of_unknown_size_is_refused_on_a_cluster_only(tmp_path):
     config = (work / "configs" / "studies" / "imdb-pythia-2.8b.yaml").read_text()
     (work / "configs" / "nosize.yaml").write_text(re.sub(r"\n  n_params:.*", "", config))
     env = {"HF_HUB_CACHE": str(tmp_path / "empty-cache")}
-    refused = dry_run(work, "--profile", "profiles/slurm", "--configfile", "configs/nosize.yaml", env=env)
-    assert refused.returncode != 0
+    # a real cluster launch (a dry run cannot tell: Snakemake gives it one local core): refused
+    # while the workflow is read, before any job is submitted
+    refused = subprocess.run([SNAKEMAKE, "--profile", "profiles/slurm", "--configfile", "configs/nosize.yaml"], cwd=work,
+                             capture_output=True, text=True, timeout=300, env=dict(os.environ, **env))
+    assert refused.returncode != 0 and not (work / "results").exists() and not (work / ".snakemake" / "slurm_logs").exists()
     assert "model.n_params: needed to size cluster jobs" in refused.stdout + refused.stderr
     assert "EleutherAI/pythia-2.8b" in refused.stdout + refused.stderr
     local = dry_run(work, "--cores", "2", "--configfile", "configs/nosize.yaml", env=env)
