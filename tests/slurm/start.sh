@@ -36,9 +36,7 @@ SlurmdLogFile=$STATE/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-# memory is what jobs consume; CPUs are shared, so 3 one-thread jobs run at once on 2 cores
-# (the concurrency of the local smoke run it is compared with)
-SelectTypeParameters=CR_Memory
+SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
@@ -49,7 +47,9 @@ SlurmdPort=6818
 MinJobAge=300
 KillWait=10
 $NODE State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+# OverSubscribe=FORCE:3: up to 3 jobs share a core, so 3 one-thread jobs run at once on 2 cores
+# (the concurrency of the local smoke run the SLURM run is compared with); memory stays consumable
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:3
 CONF
 # the SLURM jobstep plugin drops SLURM_CONF before its inner srun: the config must also be at
 # the default path; a symlink that stop.sh removes (only if it still points here)
@@ -62,7 +62,11 @@ runuser -u munge -- munged --socket="$STATE/munge/munge.socket" --key-file="$STA
 slurmctld -f "$SLURM_CONF"
 slurmd -f "$SLURM_CONF"
 for _ in $(seq 60); do
-  if sinfo -h -o %T 2>/dev/null | grep -qx idle; then echo "$SLURM_CONF"; exit 0; fi
+  # a controller that died on its config would leave sinfo retrying for minutes: check it is alive
+  kill -0 "$(cat "$STATE/slurmctld.pid" 2>/dev/null)" 2>/dev/null || break
+  if timeout 5 sinfo -h -o %T 2>/dev/null | grep -qx idle; then echo "$SLURM_CONF"; exit 0; fi
   sleep 0.5
 done
-echo "SLURM did not come up; logs in $STATE/log" >&2; exit 1
+echo "SLURM did not come up; logs in $STATE/log:" >&2
+tail -n 5 "$STATE/log/slurmctld.log" "$STATE/log/slurmd.log" >&2
+exit 1
