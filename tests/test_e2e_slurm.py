@@ -130,7 +130,12 @@ def test_time_limit_is_reported_and_the_rerun_completes(smoke_studies):
     assert f"SLURM-job '{timed_out['slurm_job_id']}' failed, SLURM status is: 'TIMEOUT'" in faulty.stdout
     _, client, runs = server_runs(smoke_studies)
     run = client.get_run(timed_out["run_id"])
-    assert run.info.status == "KILLED" and run.data.tags["ended_by"] == "SIGTERM"  # SLURM's signal at the limit
+    # At the limit SLURM sends SIGTERM and, KillWait seconds later, SIGKILL: the run ends KILLED
+    # by the job's own handler, or, when the job is killed before it has ended its run (a step
+    # shell dying first, a slow store), it is closed KILLED when the next launch starts.
+    assert run.info.status == "KILLED"
+    assert run.data.tags["ended_by"] in ("SIGTERM", "closed when the workflow restarted", "closed by a later launch of its job"), run.data.tags["ended_by"]
+    print("time-limited job's run ended by:", run.data.tags["ended_by"])
     assert sorted(r.info.status for r in runs if r.info.run_name == "generate/policy~sft") == ["FINISHED", "KILLED"]
     # SLURM's own words in the job's log
     log = next((smoke_studies.server_work / ".snakemake" / "slurm_logs").rglob(f"{timed_out['slurm_job_id']}.log"))

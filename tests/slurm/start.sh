@@ -45,7 +45,7 @@ ReturnToService=2
 SlurmctldPort=6817
 SlurmdPort=6818
 MinJobAge=300
-KillWait=10
+KillWait=30                       # SLURM's default: seconds between SIGTERM and SIGKILL
 $NODE State=UNKNOWN
 # OverSubscribe=FORCE:3: up to 3 jobs share a core, so 3 one-thread jobs run at once on 2 cores
 # (the concurrency of the local smoke run the SLURM run is compared with); memory stays consumable
