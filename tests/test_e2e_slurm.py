@@ -18,9 +18,10 @@ from dpolab.config import load_config
 from dpolab.resources import job_resources, model_params
 
 pytestmark = pytest.mark.e2e
-# results of a study that differ by design between a local run and this one: the local run's
-# sqlite store and artifacts live under results/, the SLURM run's on the tracking server
-STORE_ONLY = ("mlflow.db", "mlartifacts/", "vllm-cache/", "screenshots/")
+# what differs by design between the two runs' results/: the local run's sqlite store and
+# artifacts live there, the SLURM run's on the tracking server; the engine cache; and what the
+# browser tests add (screenshots, and report.html, made from the local run)
+NOT_COMPARED = ("mlflow.db", "mlartifacts/", "vllm-cache/", "screenshots/", "report.html")
 
 
 def server_runs(studies):
@@ -32,7 +33,7 @@ def server_runs(studies):
 def study_files(work: Path) -> set[str]:
     study = work / "results" / "smoke"
     files = {p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file()}
-    return {f for f in files if not f.startswith(STORE_ONLY) and "/trainer/" not in f}
+    return {f for f in files if not f.startswith(NOT_COMPARED) and "/trainer/" not in f}
 
 
 def job_timings(output: str) -> list[dict]:
