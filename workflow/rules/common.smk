@@ -65,7 +65,10 @@ def heavy_threads():
     return CLUSTER_THREADS if cores is None else max(1, min(cores // 2, 8))
 
 
-MODEL_PARAMS = model_params(config["model"])
+try:
+    MODEL_PARAMS = model_params(config["model"])
+except ConfigError as error:  # e.g. a local model folder without config.json
+    raise WorkflowError(f"invalid config: {error}") from None
 if MODEL_PARAMS is None:
     if local_cores() is None:  # resources decide placement only on a cluster
         raise WorkflowError(
