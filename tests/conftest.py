@@ -62,6 +62,19 @@ def copy_workflow(work: Path) -> Path:
     return work
 
 
+def store(work: Path):
+    """A smoke study's MLflow store: (study folder, study_run.json, client, every run)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    study = work / "results" / "smoke"
+    info = json.loads((study / "mlflow" / "study_run.json").read_text())
+    mlflow.set_tracking_uri(info["tracking_uri"])  # artifact URIs of a server store resolve through it
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]], max_results=5000)
+    return study, info, client, runs
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

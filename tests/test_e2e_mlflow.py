@@ -9,23 +9,15 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
 from dpolab.config import grid_points, load_config
 from dpolab.report import PLOTS
 from dpolab.tracking import BENCHMARK_METRICS
 
+from conftest import store
+
 pytestmark = pytest.mark.e2e
 MODEL_FILES = {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "model/training_args.json"}
-
-
-def store(work: Path):
-    study = work / "results" / "smoke"
-    info = json.loads((study / "mlflow" / "study_run.json").read_text())
-    mlflow.set_tracking_uri(info["tracking_uri"])  # artifact URIs of a server store resolve through it
-    client = MlflowClient(info["tracking_uri"])
-    runs = client.search_runs([info["experiment_id"]], max_results=5000)
-    return study, info, client, runs
 
 
 def artifacts(client, run_id, path=None) -> set[str]:

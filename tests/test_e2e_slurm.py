@@ -12,22 +12,17 @@ from statistics import mean, median
 
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 
 from dpolab.config import load_config
 from dpolab.resources import job_resources, model_params
+
+from conftest import store
 
 pytestmark = pytest.mark.e2e
 # what differs by design between the two runs' results/: the local run's sqlite store and
 # artifacts live there, the SLURM run's on the tracking server; the engine cache; and what the
 # browser tests add (screenshots, and report.html, made from the local run)
 NOT_COMPARED = ("mlflow.db", "mlartifacts/", "vllm-cache/", "screenshots/", "report.html")
-
-
-def server_runs(studies):
-    info = json.loads((studies.server_work / "results" / "smoke" / "mlflow" / "study_run.json").read_text())
-    client = MlflowClient(info["tracking_uri"])
-    return info, client, client.search_runs([info["experiment_id"]], max_results=5000)
 
 
 def study_files(work: Path) -> set[str]:
@@ -69,7 +64,7 @@ def overheads(output: str, work: Path) -> list[float]:
 
 
 def test_every_job_ran_as_a_slurm_job(smoke_studies):
-    info, client, runs = server_runs(smoke_studies)
+    info, client, runs = store(smoke_studies.server_work)[1:]
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert len(finished) == 21  # the parent (rule mlflow_study) and 20 jobs, as in the local run
     job_ids = [r.data.tags.get("slurm_job_id") for r in finished]
@@ -85,8 +80,7 @@ def test_every_job_ran_as_a_slurm_job(smoke_studies):
         assert log.is_file() and log.name == f"{run.data.tags['slurm_job_id']}.log"
         assert f"rule_{run.data.tags['rule']}" in log.parts, (run.info.run_name, log)
     # and the local run has none: the comparison below is local vs SLURM
-    local = json.loads((smoke_studies.sqlite / "results" / "smoke" / "mlflow" / "study_run.json").read_text())
-    local_runs = MlflowClient(local["tracking_uri"]).search_runs([local["experiment_id"]])
+    local_runs = store(smoke_studies.sqlite)[3]
     assert local_runs and not any("slurm_job_id" in r.data.tags for r in local_runs)
 
 
@@ -110,7 +104,7 @@ def test_scancel_is_reported_and_the_rerun_completes(smoke_studies):
     assert faulty.returncode != 0
     assert "Error in rule pairs" in faulty.stdout, faulty.stdout[-4000:]
     assert f"SLURM-job '{cancelled['slurm_job_id']}' failed, SLURM status is: 'CANCELLED'" in faulty.stdout
-    _, client, runs = server_runs(smoke_studies)
+    _, client, runs = store(smoke_studies.server_work)[1:]
     run = client.get_run(cancelled["run_id"])
     # SLURM sent SIGTERM; the job's handler ended its run before the process went
     assert run.info.status == "KILLED" and run.data.tags["ended_by"] == "SIGTERM"
@@ -129,7 +123,7 @@ def test_time_limit_is_reported_and_the_rerun_completes(smoke_studies):
     assert timed_out["time_limit"] == f"{runtime}:00"
     assert "Error in rule generate" in faulty.stdout, faulty.stdout[-4000:]
     assert f"SLURM-job '{timed_out['slurm_job_id']}' failed, SLURM status is: 'TIMEOUT'" in faulty.stdout
-    _, client, runs = server_runs(smoke_studies)
+    _, client, runs = store(smoke_studies.server_work)[1:]
     run = client.get_run(timed_out["run_id"])
     # At the limit SLURM sends SIGTERM and, KillWait seconds later, SIGKILL: the run ends KILLED
     # by the job's own handler, or, when the job is killed before it has ended its run (a step

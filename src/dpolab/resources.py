@@ -147,6 +147,7 @@ def job_resources(stage: str, config: dict, n_params: int, plan: ResourcePlan = 
     weights_mb = n_params * 4 / MB  # fp32 on CPU; on GPU the host still stages an fp32 copy while loading
     data = config["data"]
     temperatures = config["generation"]["temperatures"]
+    vllm_mem = math.ceil(plan.base_mem_mb + plan.vllm_extra_mb + 2 * weights_mb)  # weights + loading copy + KV cache
     if stage in LIGHT_STAGES:
         return {"mem_mb": plan.light_mem_mb, "runtime": plan.min_runtime}
     if stage == "judge":  # TF-IDF + logistic regression on the review corpus, on the CPU
@@ -174,14 +175,12 @@ def job_resources(stage: str, config: dict, n_params: int, plan: ResourcePlan = 
         else:
             tokens = data["n_test_prompts"] * len(temperatures) * config["generation"]["max_new_tokens"]
         flops = 2 * n_params * tokens
-        mem = plan.base_mem_mb + plan.vllm_extra_mb + 2 * weights_mb
-        resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.decode, plan)}
+        resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.decode, plan)}
     elif stage == "pairwise_judge":  # vLLM reads both orders of every (policy, opponent) pair: prompt-heavy
         max_length = max((j["max_length"] for j in config["judges"].values() if j["kind"] == "llm_pairwise"), default=512)
         tokens = len(policies(config)) * len(temperatures) * data["n_test_prompts"] * 2 * 2 * max_length
         flops = 2 * n_params * tokens
-        mem = plan.base_mem_mb + plan.vllm_extra_mb + 2 * weights_mb
-        resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.forward, plan)}
+        resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.forward, plan)}
     elif stage == "evaluate":  # judges + KL: policy and SFT model forward over every sample
         tokens = data["n_test_prompts"] * len(temperatures) * (config["generation"]["max_new_tokens"] + 16)
         flops = 2 * 2 * n_params * tokens
