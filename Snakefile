@@ -19,6 +19,15 @@ include: "workflow/rules/sft.smk"
 include: "workflow/rules/pairs.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/dpo.smk"
+
+
+# Variants with their own rule (KTO, ORPO, yours): workflow/rules/variants/<rule>.smk, included
+# when a grid variant names it (`rule: <rule>` in the config).
+for variant_rule_file in variant_rule_files():
+
+    include: variant_rule_file
+
+
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/compare.smk"

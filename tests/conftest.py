@@ -62,6 +62,36 @@ def copy_workflow(work: Path) -> Path:
     return work
 
 
+def readme_blocks(first_line: str) -> list[str]:
+    """The README's fenced code blocks whose first line is `first_line` (e.g. a file's path as
+    a comment): the worked examples, so tests run exactly what a user copies."""
+    import re
+
+    from dpolab.config import ROOT
+
+    blocks = re.findall(r"^```\w*\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    return [block for block in blocks if block.splitlines()[0].strip() == first_line]
+
+
+README_RULE_VARIANT = "workflow/rules/variants/preferred_ft.smk"
+
+
+def add_readme_rule_variant(work: Path) -> str:
+    """Add the README's rule-file variant (Preferred-FT) to a copy of the workflow: its rule
+    file and its config entry, nothing else. Returns the variant's name."""
+    import yaml
+
+    (rule_file,) = readme_blocks(f"# {README_RULE_VARIANT}")
+    (work / README_RULE_VARIANT).write_text(rule_file)
+    (entry,) = [yaml.safe_load(b) for b in readme_blocks("# configs/my_study.yaml") if "preferred_ft" in b]
+    config_file = work / "configs" / "smoke.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["variants"]["preferred_ft"] = entry["variants"]["preferred_ft"]
+    config["grid"]["variants"].append("preferred_ft")
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    return "preferred_ft"
+
+
 def store(work: Path):
     """A smoke study's MLflow store: (study folder, study_run.json, client, every run)."""
     import mlflow
@@ -217,7 +247,8 @@ def slurm_cluster():
 
 @pytest.fixture(scope="session")
 def smoke_studies(tmp_path_factory, slurm_cluster):
-    """The smoke study twice at once: locally (3 jobs side by side, one thread each) against
+    """The smoke study (plus the README's rule-file variant, Preferred-FT, added to each copy
+    of the workflow) twice at once: locally (3 jobs side by side, one thread each) against
     the default sqlite store, and on a real SLURM (`--profile profiles/slurm`) against a real
     `mlflow server` over HTTP. The first SLURM launch loses two jobs while they run: `pairs`
     to scancel, generate/sft to its time limit (_lose_jobs_while_running). A second launch
@@ -226,6 +257,8 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
     server = MlflowServer(root / "server").start()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     sqlite_work, server_work = copy_workflow(root / "sqlite"), copy_workflow(root / "http")
+    for work in (sqlite_work, server_work):  # a variant from a rule file that only these copies have
+        add_readme_rule_variant(work)
     slurm_command = [str(BIN / "snakemake"), "--configfile", "configs/smoke.yaml",
                      "--config", f"mlflow={{tracking_uri: '{server.url}'}}", *SLURM_ARGS]
     slurm_env = dict(slurm_cluster.env, OMP_NUM_THREADS="1")

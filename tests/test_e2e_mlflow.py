@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from dpolab.config import grid_points, load_config
+from dpolab.config import grid_points, load_config, variant_rules
 from dpolab.report import PLOTS
 from dpolab.tracking import BENCHMARK_METRICS
 
@@ -37,11 +37,12 @@ def expected_artifacts(stage: str, config: dict) -> set[str]:
         "pairs": {"pairs_sample.json"},
         "reference": {"meta.json"},
         "dpo": MODEL_FILES,
+        "kto_examples": {"unpaired_stats.json"},
         "generate": {f"generations/temp~{t}/samples.jsonl" for t in temps},
         "evaluate": {f"generations_scored/temp_{t}.json" for t in temps},
         "pairwise_judge": {"verdicts_llm.json"},
         "compare": {"win_rates.json", "win_rates.csv", "length_analysis.json"},
-        "summary": {"summary_table.json", "summary.csv", "summary.html"} | {f"plots/{p}.png" for p in PLOTS},
+        "summary": {"summary_table.json", "summary.csv", "summary.html", "plots/series.json"} | {f"plots/{p}.png" for p in PLOTS},
     }[stage]
 
 
@@ -49,7 +50,8 @@ def expected_points(run, study: Path, config: dict) -> dict[str, list[tuple[int,
     """Every metric point the job must have logged, from the study's own files."""
     stage, points = run.data.tags["stage"], {}
     if stage in ("sft", "dpo"):
-        folder = study / "sft" if stage == "sft" else study / "dpo" / run.info.run_name.removeprefix("dpo/")
+        # a training run is named <rule>/<policy>: dpo/..., kto/..., orpo/... (rule variants)
+        folder = study / "sft" if stage == "sft" else study / "dpo" / run.info.run_name.split("/", 1)[1]
         for entry in json.loads((folder / "train_log.json").read_text()):  # the trainer's own log history
             for key, value in entry.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -59,7 +61,7 @@ def expected_points(run, study: Path, config: dict) -> dict[str, list[tuple[int,
         for t in config["generation"]["temperatures"]:
             metrics = json.loads((study / "evaluate" / policy / f"temp~{float(t):g}" / "metrics.json").read_text())
             for key, value in metrics.items():
-                if isinstance(value, (int, float)) and key not in ("beta", "seed", "temperature"):
+                if isinstance(value, (int, float)) and key not in ("beta", "seed", "skipped_sft", "temperature"):
                     points[f"{key}/temp_{float(t):g}"] = [(0, float(value))]
     return points
 
@@ -78,9 +80,12 @@ def check_store(work: Path) -> dict:
     names = Counter(r.info.run_name for r in finished)
     assert max(names.values()) == 1, names
     n_policies = len(grid_points(config)) + 1
+    # training jobs of every kind (the dpo rule, kto, orpo, a rule file's own) are stage dpo
+    n_kto = len(variant_rules(config).get("kto", []))
     assert Counter(r.data.tags["stage"] for r in finished) == {
         "data": 1, "judge": 1, "base_model": 1, "sft": 1, "pairs": 1, "reference": 1, "dpo": n_policies - 1,
-        "generate": n_policies, "evaluate": n_policies, "pairwise_judge": 1, "compare": 1, "summary": 1}
+        "kto_examples": n_kto, "generate": n_policies, "evaluate": n_policies, "pairwise_judge": 1, "compare": 1,
+        "summary": 1}
     counted = Counter(runs=len(finished) + 1)
     for run in finished:
         tags = run.data.tags

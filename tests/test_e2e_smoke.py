@@ -9,12 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpolab.config import grid_points, load_config
-from dpolab.report import PLOTS
+from dpolab.config import ROOT, grid_points, load_config
+from dpolab.report import PLOTS, SUMMARY_COLUMNS
+
+from conftest import README_RULE_VARIANT, store
 
 pytestmark = pytest.mark.e2e
-RULES = ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "generate", "evaluate",
-         "pairwise_judge", "compare", "summary")
+RULES = ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "kto_examples", "kto", "orpo",
+         "preferred_ft", "generate", "evaluate", "pairwise_judge", "compare", "summary")
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +89,44 @@ def test_plots_and_job_records(smoke):
     assert accuracy["gold_accuracy_full"] > 0.75  # a real classifier, not chance
     pairs = pd.read_parquet(study / "pairs" / "pairs.parquet")
     assert (pairs["chosen_score"] > pairs["rejected_score"]).all()
+
+
+def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
+    """KTO and ORPO (shipped rule files) and Preferred-FT (the README's rule file, which only
+    the test's copy of the workflow has) next to the dpo rule's variant: rows in summary.csv
+    with the same columns, every plot, and their MLflow runs, with no other file changed."""
+    work, config = smoke
+    study = work / "results" / "smoke"
+    table = pd.read_csv(study / "summary.csv")
+    assert list(table.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    n_rows = len(config["generation"]["temperatures"]) * len(config["judges"])
+    series = json.loads((study / "plots" / "series.json").read_text())
+    _, info, client, runs = store(work)
+    finished = {r.info.run_name: r for r in runs if r.info.status == "FINISHED"}
+    for variant, rule, skipped in (("dpo", "dpo", False), ("kto", "kto", False), ("orpo", "orpo", True),
+                                   ("preferred_ft", "preferred_ft", False)):
+        rows = table[table["variant"] == variant]
+        assert len(rows) == n_rows and (rows["loss"] == rule).all(), variant
+        assert (rows["skipped_sft"] == skipped).all(), variant  # ORPO starts from the base model
+        assert rows[["reward_mean", "kl_mean", "win_rate", "lc_win_rate", "length_mean"]].notna().all().all(), variant
+        for plot in PLOTS:
+            assert any(label.startswith(variant) for label in series[plot]), (plot, variant, series[plot])
+        policy = rows["policy"].iloc[0]
+        training = finished[f"{rule}/{policy}"]
+        assert training.data.tags["loss"] == rule and training.data.tags["stage"] == "dpo"
+        assert len(client.get_metric_history(training.info.run_id, "loss")) == config["dpo"]["max_steps"]
+        for stage in ("generate", "evaluate"):
+            assert f"{stage}/policy~{policy}" in finished, (stage, policy)
+        assert (study / "dpo" / policy / "model" / "model.safetensors").exists()
+    assert finished["evaluate/policy~variant~orpo/beta~0.1/seed~0"].data.tags["skipped_sft"] == "true"
+    # KTO's unpaired examples: both halves of every pair
+    stats = json.loads((study / "unpaired" / "variant~kto" / "stats.json").read_text())
+    n_pairs = len(pd.read_parquet(study / "pairs" / "pairs.parquet"))
+    assert (stats["source"], stats["desirable"], stats["undesirable"]) == ("pairs", n_pairs, n_pairs)
+    assert "kto_examples/variant~kto" in finished
+    # the README's variant lives only in the copy; every other workflow file is the project's own
+    assert not (ROOT / README_RULE_VARIANT).exists() and (work / README_RULE_VARIANT).exists()
+    for path in (work / "workflow").rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts and path.relative_to(work).as_posix() != README_RULE_VARIANT:
+            assert path.read_bytes() == (ROOT / path.relative_to(work)).read_bytes(), path
+    assert (work / "Snakefile").read_bytes() == (ROOT / "Snakefile").read_bytes()

@@ -82,7 +82,12 @@ def test_plots_are_written(metric_files, win_rates, tmp_path):
     scores = pd.DataFrame({"policy": table["policy"].repeat(3).to_numpy(), "judge": "gold", "temperature": 1.0,
                            "completion_tokens": rng.integers(5, 30, size=3 * len(table)), "score": rng.random(3 * len(table))})
     paths = write_plots(table, scores, tmp_path / "plots", primary_judge="gold", score_judge="gold")
-    assert sorted(p.name for p in paths) == sorted(f"{name}.png" for name in PLOTS)
+    assert sorted(p.name for p in paths) == sorted([*(f"{name}.png" for name in PLOTS), "series.json"])
+    series = json.loads((tmp_path / "plots" / "series.json").read_text())
+    assert set(series) == set(PLOTS)
+    for name in PLOTS:  # every plot shows every grid variant (legend entry or row label)
+        for variant in table.loc[table["variant"] != "sft", "variant"].unique():
+            assert any(variant in label for label in series[name]), (name, variant, series[name])
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in paths)
 
 

@@ -54,7 +54,7 @@ def check_study_config(config: dict) -> None:
     parameters are in range, the model source has what it needs."""
     variants = config["variants"]
     for name, spec in variants.items():
-        losses.check_params(spec["loss"], loss_params(spec), where=f"variants.{name}")
+        check_variant(config, name, spec)
     for index, name in enumerate(config["grid"]["variants"]):
         if name not in variants:
             raise ConfigError(
@@ -73,6 +73,26 @@ def check_study_config(config: dict) -> None:
     data = config["data"]
     if data["prompt_min_tokens"] > data["prompt_max_tokens"]:
         raise ConfigError("data.prompt_min_tokens: must be <= data.prompt_max_tokens")
+
+
+def check_variant(config: dict, name: str, spec: dict) -> dict:
+    """A variant is either a registry loss (`loss:`, trained by the `dpo` rule) or a rule file
+    (`rule:`, workflow/rules/variants/<rule>.smk). Fills `starts_from`; returns the checked
+    parameters (a loss's merged with its defaults, a rule variant's from its settings class)."""
+    where = f"variants.{name}"
+    if ("loss" in spec) == ("rule" in spec):
+        raise ConfigError(f"{where}: give exactly one of `loss` (a loss in dpolab.losses, trained by the dpo rule) "
+                          "or `rule` (a rule file workflow/rules/variants/<rule>.smk)")
+    if "loss" in spec:
+        if spec.setdefault("starts_from", "sft") != "sft":
+            raise ConfigError(f"{where}.starts_from: a registry-loss variant trains the SFT model against the SFT "
+                              "reference log-probs; only 'sft' is possible (a rule variant may start from 'base')")
+        return losses.check_params(spec["loss"], loss_params(spec), where=where)
+    from dpolab.variants import check_rule_variant
+
+    params = check_rule_variant(spec["rule"], loss_params(spec), where=where, dpo_section=config["dpo"])
+    spec.update(params)  # the rule's defaults (ORPO: starts_from base) made explicit in the resolved config
+    return params
 
 
 def check_judges(config: dict) -> None:
@@ -130,15 +150,21 @@ class GridPoint:
     variant: str
     beta: float
     seed: int
-    loss: str
-    loss_params: dict
+    loss: str  # the registry loss, or the rule of a rule variant (kto, orpo, ...)
+    loss_params: dict  # the loss's parameters, or the rule variant's settings
+    rule: str = "dpo"  # the rule that trains this policy
+    starts_from: str = "sft"  # the model training starts from: sft, or base (SFT skipped)
+
+    @property
+    def skipped_sft(self) -> bool:
+        return self.starts_from != "sft"
 
     @property
     def path(self) -> str:
         return f"variant~{self.variant}/beta~{format_value(self.beta)}/seed~{self.seed}"
 
 
-VARIANT_KEYS = ("loss", "betas")  # the rest of a variant's entry are its loss parameters
+VARIANT_KEYS = ("loss", "rule", "betas", "starts_from")  # the rest of a variant's entry are its parameters
 
 
 def loss_params(spec: dict) -> dict:
@@ -159,11 +185,26 @@ def grid_points(config: dict) -> list[GridPoint]:
     points = []
     for v in config["grid"]["variants"]:
         spec = config["variants"][v]
-        params = losses.check_params(spec["loss"], loss_params(spec), where=f"variants.{v}")
+        params = check_variant(config, v, spec)
+        rule = spec.get("rule", "dpo")
         for b in variant_betas(config, v):
             for s in config["grid"]["seeds"]:
-                points.append(GridPoint(v, float(b), int(s), spec["loss"], params))
+                points.append(GridPoint(v, float(b), int(s), spec.get("loss", rule), params, rule, spec["starts_from"]))
     return points
+
+
+def registry_variants(config: dict) -> list[str]:
+    """Grid variants trained by the `dpo` rule (a loss from the registry)."""
+    return [v for v in config["grid"]["variants"] if "loss" in config["variants"][v]]
+
+
+def variant_rules(config: dict) -> dict[str, list[str]]:
+    """Rule of each rule-based grid variant -> its variants, e.g. {"kto": ["kto", "kto_one"]}."""
+    rules: dict[str, list[str]] = {}
+    for v in config["grid"]["variants"]:
+        if "rule" in config["variants"][v]:
+            rules.setdefault(config["variants"][v]["rule"], []).append(v)
+    return rules
 
 
 def grid_point(config: dict, variant: str, beta: str | float, seed: str | int) -> GridPoint:

@@ -84,6 +84,15 @@ def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = N
         yield run
 
 
+def from_run_block(rule, input, output, params, wildcards, threads, resources, log, config):
+    """The `snakemake` object a `script:` job gets, for a rule's `run:` block (whose parts
+    Snakemake passes as these names), so `job()` serves both: a rule file can carry its whole
+    variant in one file. Snakemake runs a local `run:` job in its own process, as a script."""
+    from snakemake.iocontainers import Snakemake
+
+    return Snakemake(input, output, params, wildcards, threads, resources, log, config, rule, None)
+
+
 def job_record(snakemake) -> dict:
     """Everything Snakemake resolved for this job: rule, wildcards, files, threads,
     resources, params and the full validated config (with schema defaults filled in)."""

@@ -17,7 +17,7 @@ from dpolab.compare import ratio_vs_sft  # noqa: E402
 from dpolab.winrate import spearman  # noqa: E402
 
 SUMMARY_COLUMNS = [
-    "policy", "variant", "loss", "beta", "seed", "temperature", "judge", "n",
+    "policy", "variant", "loss", "beta", "seed", "skipped_sft", "temperature", "judge", "n",
     "reward_mean", "reward_ci_low", "reward_ci_high", "vader_mean", "kl_mean",
     "win_rate", "win_rate_ci_low", "win_rate_ci_high",
     "lc_win_rate", "lc_win_rate_ci_low", "lc_win_rate_ci_high",
@@ -53,6 +53,26 @@ def summary_table(metric_files: list[Path], win_rates: pd.DataFrame) -> pd.DataF
             .drop(columns="_o").reset_index(drop=True))
 
 
+def _save(fig, path: Path) -> list[str]:
+    """Save the figure; returns what it shows: every legend entry and y tick label, so the
+    plots' contents can be checked and indexed without reading the PNG (plots/series.json)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    shown = []
+    for ax in fig.axes:
+        shown += ax.get_legend_handles_labels()[1] + [t.get_text() for t in ax.get_yticklabels() if t.get_text() and not _is_number(t.get_text())]
+    plt.close(fig)
+    return list(dict.fromkeys(shown))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace("−", "-"))  # matplotlib's tick labels use a true minus sign
+        return True
+    except ValueError:
+        return False
+
+
 def _err(mid, low, high):
     """Error bar lengths; clipped at 0 because a percentile bootstrap interval need not
     contain the point estimate exactly (the LC point is the full-data fit)."""
@@ -73,7 +93,7 @@ def _by_variant(table: pd.DataFrame):
     return grid.groupby("variant", sort=False)
 
 
-def plot_frontier(table: pd.DataFrame, path: Path) -> None:
+def plot_frontier(table: pd.DataFrame, path: Path) -> list[str]:
     """Gold reward against KL to the reference: the DPO paper's Fig. 2 frontier."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for variant, rows in _by_variant(table):
@@ -88,12 +108,10 @@ def plot_frontier(table: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("gold reward (P(positive))")
     ax.set_title("Reward vs KL frontier")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _save(fig, path)
 
 
-def _plot_vs_beta(table: pd.DataFrame, path: Path, column: str, ylabel: str, title: str, baseline: float | None, ci=None) -> None:
+def _plot_vs_beta(table: pd.DataFrame, path: Path, column: str, ylabel: str, title: str, baseline: float | None, ci=None) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for variant, rows in _by_variant(table):
         for temperature, at_t in rows.groupby("temperature"):
@@ -111,12 +129,10 @@ def _plot_vs_beta(table: pd.DataFrame, path: Path, column: str, ylabel: str, tit
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _save(fig, path)
 
 
-def plot_raw_vs_lc(table: pd.DataFrame, path: Path, judge: str) -> None:
+def plot_raw_vs_lc(table: pd.DataFrame, path: Path, judge: str) -> list[str]:
     """Raw and length-controlled win rate against SFT per policy, one panel per temperature."""
     grid = table[table["variant"] != "sft"]
     temperatures = sorted(grid["temperature"].unique())
@@ -134,12 +150,10 @@ def plot_raw_vs_lc(table: pd.DataFrame, path: Path, judge: str) -> None:
         ax.set_title(f"T={temperature:g}")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Raw vs length-controlled win rate")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _save(fig, path)
 
 
-def plot_win_rate_vs_temperature(table: pd.DataFrame, path: Path, judge: str) -> None:
+def plot_win_rate_vs_temperature(table: pd.DataFrame, path: Path, judge: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     colors = {v: f"C{i}" for i, v in enumerate(table.loc[table["variant"] != "sft", "variant"].unique())}
     styles = ["-", "--", ":", "-."]
@@ -154,12 +168,10 @@ def plot_win_rate_vs_temperature(table: pd.DataFrame, path: Path, judge: str) ->
     ax.set_ylabel(f"win rate vs SFT ({judge})")
     ax.set_title("Win rate vs temperature")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _save(fig, path)
 
 
-def plot_score_vs_length(scores: pd.DataFrame, variants: dict, path: Path, judge: str) -> None:
+def plot_score_vs_length(scores: pd.DataFrame, variants: dict, path: Path, judge: str) -> list[str]:
     """Every generation's score under `judge` against its length, coloured by variant."""
     rows = scores[scores["judge"] == judge].assign(variant=lambda f: f["policy"].map(variants))
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -171,9 +183,7 @@ def plot_score_vs_length(scores: pd.DataFrame, variants: dict, path: Path, judge
     ax.set_ylabel(f"{judge} score")
     ax.set_title(f"Score vs length (Spearman ρ = {rho:.2f}, all generations)")
     ax.legend(fontsize=7, markerscale=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _save(fig, path)
 
 
 PLOTS = ("reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate", "win_rate_vs_temperature", "score_vs_length")
@@ -181,20 +191,25 @@ PLOTS = ("reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_ra
 
 def write_plots(table: pd.DataFrame, scores: pd.DataFrame, out_dir: Path, *, primary_judge: str, score_judge: str) -> list[Path]:
     """The study's plots; win rates are the primary judge's, the scatter uses `score_judge`
-    (a pointwise judge; every study has one)."""
+    (a pointwise judge; every study has one). Also plots/series.json: each plot's legend
+    entries and labelled rows (which variant, beta and temperature it shows)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = one_judge(table, primary_judge)
     sft = rows[rows["variant"] == "sft"]
     paths = {name: out_dir / f"{name}.png" for name in PLOTS}
-    plot_frontier(rows, paths["reward_vs_kl"])
-    _plot_vs_beta(rows, paths["win_rate_vs_beta"], "win_rate", f"win rate vs SFT ({primary_judge})", "Win rate vs beta", 0.5,
+    series = {}
+    series["reward_vs_kl"] = plot_frontier(rows, paths["reward_vs_kl"])
+    series["win_rate_vs_beta"] = _plot_vs_beta(rows, paths["win_rate_vs_beta"], "win_rate", f"win rate vs SFT ({primary_judge})", "Win rate vs beta", 0.5,
                   ci=("win_rate_ci_low", "win_rate_ci_high"))
-    _plot_vs_beta(rows, paths["length_vs_beta"], "length_mean", "response length (tokens)", "Length vs beta",
+    series["length_vs_beta"] = _plot_vs_beta(rows, paths["length_vs_beta"], "length_mean", "response length (tokens)", "Length vs beta",
                   float(sft["length_mean"].mean()) if len(sft) else None)
-    plot_raw_vs_lc(rows, paths["raw_vs_lc_win_rate"], primary_judge)
-    plot_win_rate_vs_temperature(rows, paths["win_rate_vs_temperature"], primary_judge)
-    plot_score_vs_length(scores, dict(zip(rows["policy"], rows["variant"])), paths["score_vs_length"], score_judge)
-    return list(paths.values())
+    series["raw_vs_lc_win_rate"] = plot_raw_vs_lc(rows, paths["raw_vs_lc_win_rate"], primary_judge)
+    series["win_rate_vs_temperature"] = plot_win_rate_vs_temperature(rows, paths["win_rate_vs_temperature"], primary_judge)
+    series["score_vs_length"] = plot_score_vs_length(scores, dict(zip(rows["policy"], rows["variant"])),
+                                                     paths["score_vs_length"], score_judge)
+    series_file = out_dir / "series.json"
+    series_file.write_text(json.dumps(series, indent=2, ensure_ascii=False))
+    return [*paths.values(), series_file]
 
 
 def summary_html(table: pd.DataFrame, title: str) -> str:

@@ -27,7 +27,7 @@ SCRATCH_VOCAB = 49_152  # the scratch model uses the package model's tokenizer
 # Stages whose work runs on the study's device; with device: cuda they ask for one GPU.
 GPU_STAGES = frozenset({"sft", "pairs", "reference", "dpo", "generate", "evaluate", "pairwise_judge"})
 # Stages that only read tables and write small files.
-LIGHT_STAGES = frozenset({"mlflow_study", "data", "compare", "summary"})
+LIGHT_STAGES = frozenset({"mlflow_study", "data", "kto_examples", "compare", "summary"})
 
 
 @dataclass(frozen=True)

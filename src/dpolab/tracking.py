@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -143,7 +144,10 @@ def job_run(
     config: dict | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """A child run of the study's parent run for one workflow job. An exception inside the
-    block ends the run FAILED (mlflow.start_run's own behaviour) and propagates."""
+    block ends the run FAILED (mlflow.start_run's own behaviour) and propagates; a stop signal
+    ends it KILLED. Python lets only the main thread handle signals, and Snakemake runs a
+    rule's `run:` block in a worker thread: such a run, if its job is killed, is closed KILLED
+    when the job or the workflow is launched again (close_stale_runs), as after a SIGKILL."""
     info = json.loads(Path(study_run_file).read_text())
     mlflow.set_tracking_uri(info["tracking_uri"])
     os.environ["MLFLOW_TRACKING_URI"] = info["tracking_uri"]
@@ -160,7 +164,8 @@ def job_run(
     }
     close_stale_runs(MlflowClient(info["tracking_uri"]), info, name)
     with mlflow.start_run(experiment_id=info["experiment_id"], run_name=name, tags=run_tags) as run:
-        previous = {sig: signal.signal(sig, _end_run_killed) for sig in STOP_SIGNALS}
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, _end_run_killed) for sig in STOP_SIGNALS} if in_main_thread else {}
         try:
             if params:
                 mlflow.log_params(flatten(params))

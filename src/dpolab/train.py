@@ -1,5 +1,6 @@
 """Training with TRL: SFT (SFTTrainer), shared reference log-probs (DPOTrainer's own
-precompute), and DPO over our loss registry (a DPOTrainer subclass)."""
+precompute), DPO over our loss registry (a DPOTrainer subclass), and the rule variants' own
+trainers: KTO (KTOTrainer) and ORPO (TRL's experimental ORPOTrainer)."""
 
 from __future__ import annotations
 
@@ -88,18 +89,25 @@ def save_model(trainer, tokenizer, model_dir: Path) -> None:
     (model_dir / "training_args.json").write_text(trainer.args.to_json_string())
 
 
-def run_sft(base_dir: Path, sft_texts: Path, cfg: SFTSettings, out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
-    """Supervised fine-tuning on review text (plain language modelling)."""
+def finish_training(trainer, tokenizer, result, out_dir: Path) -> dict:
+    """The output contract of every training job: model/ (safetensors, config, tokenizer,
+    training_args.json) and train_log.json (the trainer's log history) in out_dir."""
+    save_model(trainer, tokenizer, out_dir / "model")
+    (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
+
+
+def run_sft(base_dir: Path, sft_texts: Path | pd.DataFrame, cfg: SFTSettings, out_dir: Path, *, use_cpu: bool,
+            mlflow_active: bool) -> dict:
+    """Supervised fine-tuning: on `text` (plain language modelling, the study's SFT), or on
+    `prompt` + `completion` columns (loss on the completion only, TRL's default for them)."""
     model, tokenizer = load_policy(base_dir)
-    dataset = Dataset.from_pandas(pd.read_parquet(sft_texts)[["text"]], preserve_index=False)
+    frame = sft_texts if isinstance(sft_texts, pd.DataFrame) else pd.read_parquet(sft_texts)
+    columns = ["text"] if "text" in frame else ["prompt", "completion"]
+    dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
     args = SFTConfig(**_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active), packing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    result = trainer.train()
-    model_dir = out_dir / "model"
-    save_model(trainer, tokenizer, model_dir)
-    history = trainer.state.log_history
-    (out_dir / "train_log.json").write_text(json.dumps(history, indent=2))
-    return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
+    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
 
 
 def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) -> Dataset:
@@ -259,8 +267,48 @@ def run_dpo(
         loss_name=loss_name,
         loss_params=loss_params,
     )
-    result = trainer.train()
-    model_dir = out_dir / "model"
-    save_model(trainer, tokenizer, model_dir)
-    (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-    return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
+    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
+
+
+def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: float, desirable_weight: float,
+            undesirable_weight: float, seed: int, out_dir: Path, use_cpu: bool, mlflow_active: bool) -> dict:
+    """KTO on unpaired (prompt, completion, label) examples with TRL's KTOTrainer. The
+    reference is the starting model: TRL computes its log-probs once before training
+    (precompute_ref_log_probs), including those of the mismatched completions of the KL term."""
+    from trl import KTOConfig, KTOTrainer
+
+    if cfg.batch_size < 2:
+        raise ValueError("KTO estimates its KL term from mismatched completions within a batch: dpo.batch_size must be >= 2")
+    model, tokenizer = load_policy(start_dir)
+    args = KTOConfig(
+        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active),
+        beta=beta,
+        desirable_weight=desirable_weight,
+        undesirable_weight=undesirable_weight,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        precompute_ref_log_probs=True,  # no second model in memory during training
+    )
+    dataset = Dataset.from_pandas(examples[["prompt", "completion", "label"]].reset_index(drop=True), preserve_index=False)
+    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
+
+
+def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: float, seed: int, out_dir: Path,
+             use_cpu: bool, mlflow_active: bool) -> dict:
+    """ORPO with TRL's ORPOTrainer (trl.experimental): NLL of the chosen response minus
+    beta * log sigmoid(log odds(chosen) - log odds(rejected)), odds from length-averaged
+    log-probs as in the paper; no reference model."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental by TRL's label, pinned here
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    model, tokenizer = load_policy(start_dir)
+    args = ORPOConfig(
+        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active),
+        beta=beta,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        remove_unused_columns=False,  # its collator needs the tokenised columns
+    )
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
+    return finish_training(trainer, tokenizer, trainer.train(), out_dir)

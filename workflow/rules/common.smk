@@ -1,7 +1,10 @@
 # Helpers shared by the rule files: config validation, grid, wildcard constraints, targets.
 import re
 
-from dpolab.config import all_betas, format_value, grid_points, pairwise_judges, policies, validate_config
+from pathlib import Path
+
+from dpolab.config import (all_betas, format_value, grid_points, pairwise_judges, policies, registry_variants,
+                           validate_config, variant_rules)
 from dpolab.errors import ConfigError
 from dpolab.resources import job_resources, model_params
 
@@ -23,7 +26,8 @@ SCORE_JUDGE = next(j for j in [config["evaluation"]["primary_judge"], *config["j
 
 
 def _one_of(values):
-    return "|".join(re.escape(str(v)) for v in values)
+    values = list(values)
+    return "|".join(re.escape(str(v)) for v in values) if values else "(?!)"  # (?!): matches nothing
 
 
 wildcard_constraints:
@@ -83,6 +87,50 @@ def resources_for(stage):
     """Generic resources of a stage's jobs (mem_mb, runtime in minutes, gpu on cuda), from the
     config (dpolab.resources); a profile's set-resources overrides them."""
     return job_resources(stage, config, MODEL_PARAMS)
+
+
+# ---- variants: the dpo rule trains registry losses; a rule file trains each other kind ----------
+REGISTRY_VARIANTS = registry_variants(config)
+VARIANT_RULES = variant_rules(config)  # rule -> its grid variants, e.g. {"kto": ["kto"], "orpo": ["orpo"]}
+VARIANT_RULE_DIR = Path(workflow.basedir) / "workflow" / "rules" / "variants"
+
+
+def variant_rule_files():
+    """The rule file of every rule variant in the grid (the Snakefile includes them), each
+    checked to exist before anything runs."""
+    files = []
+    for rule_name, variants in VARIANT_RULES.items():
+        path = VARIANT_RULE_DIR / f"{rule_name}.smk"
+        if not path.is_file():
+            shipped = ", ".join(sorted(f.stem for f in VARIANT_RULE_DIR.glob("*.smk"))) or "none"
+            raise WorkflowError(f"invalid config: variants.{variants[0]}.rule: no rule file {path.relative_to(workflow.basedir)} "
+                                f"(rule files there: {shipped})")
+        files.append(str(path.relative_to(workflow.basedir)))
+    return files
+
+
+def variants_of(rule_name):
+    """Wildcard constraint of a training rule: the grid variants it trains."""
+    return _one_of(REGISTRY_VARIANTS if rule_name == "dpo" else VARIANT_RULES.get(rule_name, []))
+
+
+# The output contract of every training rule: a policy's folder holds model/ (a transformers
+# checkpoint) and train_log.json; generate, evaluate, summary and MLflow read nothing else.
+POLICY_DIR = f"{STUDY}/dpo/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}"
+
+
+def policy_log(rule_name):
+    return f"{STUDY}/logs/{rule_name}/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}.log"
+
+
+def policy_benchmark(rule_name):
+    return f"{STUDY}/benchmarks/{rule_name}/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}.tsv"
+
+
+def start_model(wildcards):
+    """The model a rule variant's training starts from (its `starts_from`: sft or base)."""
+    starts_from = config["variants"][wildcards.variant]["starts_from"]
+    return f"{STUDY}/sft/model" if starts_from == "sft" else f"{STUDY}/base/model"
 
 
 def policy_model_dir(wildcards):

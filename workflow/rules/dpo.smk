@@ -1,4 +1,5 @@
-# One job per grid point (variant, beta, seed): TRL's DPOTrainer with the registry loss.
+# One job per grid point (variant, beta, seed) of a registry-loss variant: TRL's DPOTrainer
+# with the loss from dpolab.losses. Rule variants (workflow/rules/variants/) train the rest.
 rule dpo:
     input:
         study_run=STUDY_RUN,
@@ -7,12 +8,14 @@ rule dpo:
         reference=f"{STUDY}/reference/logps.parquet",
         reference_meta=f"{STUDY}/reference/meta.json",
     output:
-        model=directory(f"{STUDY}/dpo/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}/model"),
-        train_log=f"{STUDY}/dpo/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}/train_log.json",
+        model=directory(f"{POLICY_DIR}/model"),
+        train_log=f"{POLICY_DIR}/train_log.json",
     log:
-        f"{STUDY}/logs/dpo/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}.log",
+        policy_log("dpo"),
     benchmark:
-        f"{STUDY}/benchmarks/dpo/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}.tsv"
+        policy_benchmark("dpo")
+    wildcard_constraints:
+        variant=variants_of("dpo"),
     threads: heavy_threads()
     resources:
         **resources_for("dpo"),

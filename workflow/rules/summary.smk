@@ -17,6 +17,7 @@ rule summary:
         lc=report(f"{STUDY}/plots/raw_vs_lc_win_rate.png", caption="../report/raw_vs_lc_win_rate.rst", category="Plots"),
         temperature=report(f"{STUDY}/plots/win_rate_vs_temperature.png", caption="../report/win_rate_vs_temperature.rst", category="Plots"),
         score_length=report(f"{STUDY}/plots/score_vs_length.png", caption="../report/score_vs_length.rst", category="Plots"),
+        series=f"{STUDY}/plots/series.json",
         config=f"{STUDY}/resolved_config.yaml",
     params:
         score_judge=SCORE_JUDGE,

@@ -13,12 +13,14 @@ from dpolab.models import load_policy
 config, wildcards, inputs, outputs = snakemake.config, snakemake.wildcards, snakemake.input, snakemake.output
 ev = config["evaluation"]
 if wildcards.policy == "sft":
-    identity = {"variant": "sft", "loss": "", "beta": None, "seed": None}
+    identity = {"variant": "sft", "loss": "", "beta": None, "seed": None, "skipped_sft": False}
 else:
     point = grid_point(config, **parse_policy(wildcards.policy))
-    identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed}
+    identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed,
+                "skipped_sft": point.skipped_sft}
 
-with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(config), params={"evaluation": ev, "judges": config["judges"]}):
+identity_tags = {"skipped_sft": str(identity["skipped_sft"]).lower()}
+with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(config), **identity_tags}, params={"evaluation": ev, "judges": config["judges"]}):
     # gold and VADER always: the study's reward and its second opinion; then every pointwise judge
     gold, vader = GoldJudge.load(Path(inputs.judge)), VaderJudge()
     # judges of kind gold/vader reuse those scores; other pointwise judges (reward models) load here
@@ -50,7 +52,7 @@ with jobs.job(snakemake, "evaluate", tags=jobs.temperatures_tag(config), params=
         Path(metrics_file).write_text(json.dumps(metrics, indent=2))
         scored = samples.assign(policy=wildcards.policy, policy_logps=policy_logps, reference_logps=reference_logps)
         scored.drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
-        step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in ("beta", "seed", "temperature")}
+        step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")}
         mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in step.items()})
         score_columns = ["gold_score", "vader_score"] + [f"score_{name}" for name in pointwise_judges(config)]
         mlflow.log_table(

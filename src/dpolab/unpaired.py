@@ -1,0 +1,123 @@
+"""Unpaired feedback for KTO: (prompt, completion, label) examples, derived from the study's
+preference pairs or read from a dataset that has them directly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dpolab.errors import ConfigError
+
+UNPAIRED_COLUMNS = ("prompt", "completion", "label")
+FILE_SUFFIXES = (".parquet", ".jsonl", ".csv")
+
+
+def is_local_file(source: str) -> bool:
+    """A path with a data-file suffix is a local file; anything else is a Hub dataset id."""
+    return Path(source).suffix in FILE_SUFFIXES
+
+
+def _file_columns(path: Path) -> list[str]:
+    """Column names without reading the data (the file can be large)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    with path.open() as handle:
+        first = handle.readline()
+    if path.suffix == ".csv":
+        return pd.read_csv(path, nrows=0).columns.tolist()
+    try:
+        return list(json.loads(first)) if first.strip() else []
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: line 1 is not JSON ({error.msg})") from None
+
+
+def check_unpaired_source(source: str) -> None:
+    """Raised as ValueError("unpaired_data: ...") for the config check to prefix with the key.
+    A local file must exist and have the columns; a Hub id is checked when it is loaded."""
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"unpaired_data: must be a file path or a Hub dataset id, got {source!r}")
+    if not is_local_file(source):
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"unpaired_data: {source!r} is not a file")
+    try:
+        missing = [c for c in UNPAIRED_COLUMNS if c not in _file_columns(path)]
+    except ConfigError as error:
+        raise ValueError(f"unpaired_data: {error}") from None
+    if missing:
+        raise ValueError(f"unpaired_data: {source!r} lacks column(s) {', '.join(missing)} (needs {', '.join(UNPAIRED_COLUMNS)})")
+
+
+def check_unpaired(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The examples as KTOTrainer takes them: string prompt and completion, boolean label."""
+    missing = [c for c in UNPAIRED_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"{where}: lacks column(s) {', '.join(missing)} (needs {', '.join(UNPAIRED_COLUMNS)})")
+    labels = frame["label"]
+    if labels.dtype != bool:
+        if not labels.isin([0, 1]).all():
+            bad = labels[~labels.isin([0, 1])].iloc[0]
+            raise ValueError(f"{where}: column label must be boolean (or 0/1), found {bad!r}")
+        labels = labels.astype(bool)
+    frame = frame.assign(label=labels)
+    if len(frame) == 0 or frame["label"].all() or not frame["label"].any():
+        raise ValueError(f"{where}: KTO needs both desirable (label true) and undesirable (label false) examples")
+    for column in ("prompt", "completion"):
+        if not frame[column].map(lambda v: isinstance(v, str)).all():
+            raise ValueError(f"{where}: column {column} must hold strings (plain-text prompts and completions)")
+    return frame.reset_index(drop=True)
+
+
+def read_unpaired(source: str, split: str) -> pd.DataFrame:
+    """A local file (parquet, jsonl, csv) or a Hub dataset (with network access), checked."""
+    if is_local_file(source):
+        path = Path(source)
+        reader = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True)}
+        frame = reader[path.suffix](path)
+    else:
+        from datasets import load_dataset
+
+        frame = load_dataset(source, split=split).to_pandas()
+    return check_unpaired(frame, source)
+
+
+def unpair(pairs: pd.DataFrame, *, examples_per_pair: str, seed: int) -> pd.DataFrame:
+    """Preference pairs -> unpaired examples: the chosen response desirable, the rejected one
+    undesirable (TRL's `unpair_preference_dataset` does the split); with `one`, a single,
+    randomly chosen half of each pair, so that no prompt appears with both labels."""
+    from datasets import Dataset
+    from trl.data_utils import unpair_preference_dataset
+
+    halves = unpair_preference_dataset(Dataset.from_pandas(pairs[["pair_id", "prompt", "chosen", "rejected"]], preserve_index=False))
+    frame = halves.to_pandas()  # rows: every pair's chosen half, then every pair's rejected half
+    if examples_per_pair == "one":
+        keep_chosen = np.random.default_rng(seed).random(len(pairs)) < 0.5
+        keep = dict(zip(pairs["pair_id"], keep_chosen))
+        frame = frame[frame["pair_id"].map(keep) == frame["label"]]
+    elif examples_per_pair != "both":
+        raise ValueError(f"examples_per_pair: must be 'both' or 'one', got {examples_per_pair!r}")
+    frame = frame.drop_duplicates(["prompt", "completion", "label"])
+    return check_unpaired(frame[["pair_id", *UNPAIRED_COLUMNS]], "pairs")
+
+
+def unpaired_stats(examples: pd.DataFrame, *, desirable_weight: float, undesirable_weight: float) -> dict:
+    """Counts and the KTO paper's check on the weights (its Eq. 8): lambda_D n_D / (lambda_U n_U)
+    should lie in [1, 4/3]."""
+    n_desirable = int(examples["label"].sum())
+    n_undesirable = int(len(examples) - n_desirable)
+    ratio = desirable_weight * n_desirable / (undesirable_weight * n_undesirable)
+    return {
+        "examples": int(len(examples)),
+        "desirable": n_desirable,
+        "undesirable": n_undesirable,
+        "prompts": int(examples["prompt"].nunique()),
+        "prompts_with_both_labels": int(examples.groupby("prompt")["label"].nunique().eq(2).sum()),
+        "weighted_ratio": ratio,
+        "weighted_ratio_in_recommended_range": bool(1.0 <= ratio <= 4 / 3),
+    }

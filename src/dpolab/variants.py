@@ -1,0 +1,124 @@
+"""Variants trained by their own rule files (workflow/rules/variants/<rule>.smk) instead of by
+the `dpo` rule's loss registry: KTO learns from unpaired feedback with TRL's KTOTrainer, ORPO
+folds SFT into the preference loss with TRL's ORPOTrainer and needs no reference model.
+
+A config entry names the rule (`kto: {rule: kto, desirable_weight: 1.0}`); its other keys are
+the rule's settings, checked here while the config is read, before any job. A rule file that
+dpolab does not ship (a user's own) gets the generic settings (`starts_from`, `train`) and
+passes its other keys through to its job unchecked: its rule file checks them itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from dpolab.errors import ConfigError
+
+STARTS_FROM = ("sft", "base")
+
+
+@dataclass
+class RuleVariant:
+    """Settings every rule variant has."""
+
+    starts_from: str = field(
+        default="sft",
+        metadata={"help": "the model training starts from: 'sft' (the study's SFT model) or 'base' (SFT skipped)"},
+    )
+    train: dict = field(
+        default_factory=dict,
+        metadata={"help": "this variant's values for keys of the dpo: section (max_steps, learning_rate, ...)"},
+    )
+
+    def __post_init__(self):
+        if self.starts_from not in STARTS_FROM:
+            raise ValueError(f"starts_from: must be one of {', '.join(STARTS_FROM)}, got {self.starts_from!r}")
+        if not isinstance(self.train, dict):
+            raise ValueError(f"train: must be a mapping of dpo: keys, got {self.train!r}")
+
+
+def _positive(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}: must be a positive number, got {value!r}")
+
+
+@dataclass
+class KTOVariant(RuleVariant):
+    """KTO (Ethayarajh et al. 2024) with TRL's KTOTrainer; beta comes from the grid."""
+
+    desirable_weight: float = field(default=1.0, metadata={"help": "lambda_D: weight of the desirable examples' loss"})
+    undesirable_weight: float = field(default=1.0, metadata={"help": "lambda_U: weight of the undesirable examples' loss"})
+    examples_per_pair: str = field(
+        default="both",
+        metadata={"help": "from the study's pairs: 'both' (chosen -> desirable, rejected -> undesirable) or 'one' "
+                          "(one of the two per pair, at random: no prompt has both, KTO's one-y-per-x setting)"},
+    )
+    unpaired_data: str | None = field(
+        default=None,
+        metadata={"help": "take unpaired examples from here instead of the pairs: a local .parquet/.jsonl/.csv "
+                          "file or a Hugging Face Hub dataset id, with columns prompt, completion, label (bool)"},
+    )
+    unpaired_split: str = field(default="train", metadata={"help": "split of a Hub dataset in unpaired_data"})
+    unpair_seed: int = field(default=0, metadata={"help": "seed of the random half with examples_per_pair: one"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive("desirable_weight", self.desirable_weight)
+        _positive("undesirable_weight", self.undesirable_weight)
+        if self.examples_per_pair not in ("both", "one"):
+            raise ValueError(f"examples_per_pair: must be 'both' or 'one', got {self.examples_per_pair!r}")
+        if self.unpaired_data is not None:
+            from dpolab.unpaired import check_unpaired_source
+
+            check_unpaired_source(self.unpaired_data)
+
+
+@dataclass
+class ORPOVariant(RuleVariant):
+    """ORPO (Hong et al. 2024) with TRL's ORPOTrainer: NLL on the chosen response plus
+    beta (the paper's lambda) times the odds-ratio loss; from the base model, as the paper."""
+
+    starts_from: str = field(default="base", metadata={"help": "ORPO replaces SFT: the paper starts from the base model"})
+
+
+RULE_VARIANTS: dict[str, type[RuleVariant]] = {"kto": KTOVariant, "orpo": ORPOVariant}
+
+
+def check_rule_variant(rule: str, params: dict, *, where: str, dpo_section: dict) -> dict:
+    """A rule variant's settings, checked and with defaults; errors name the config key."""
+    settings_class = RULE_VARIANTS.get(rule, RuleVariant)
+    known = {f.name for f in fields(settings_class)}
+    if rule in RULE_VARIANTS:
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: rule {rule!r} takes no parameter {unknown[0]!r} "
+                              f"(allowed: {', '.join(sorted(known))})")
+    try:
+        settings = settings_class(**{k: v for k, v in params.items() if k in known})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.{error}") from None
+    check_train_overrides(settings.train, dpo_section, where=f"{where}.train")
+    return {**params, **asdict(settings)}
+
+
+def check_train_overrides(train: dict, dpo_section: dict, *, where: str) -> None:
+    """`train:` holds keys of the dpo: section, checked against the schema's dpo: section."""
+    import jsonschema
+    import yaml
+
+    from dpolab.config import SCHEMA
+
+    unknown = sorted(set(train) - set(dpo_section))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: not a key of the dpo: section (keys: {', '.join(sorted(dpo_section))})")
+    schema = yaml.safe_load(Path(SCHEMA).read_text())["properties"]["dpo"]
+    error = next(jsonschema.Draft202012Validator(schema).iter_errors({**dpo_section, **train}), None)
+    if error is not None:
+        key = ".".join(str(p) for p in error.absolute_path)
+        raise ConfigError(f"{where}.{key}: {error.message}")
+
+
+def train_section(config: dict, settings: dict) -> dict:
+    """The dpo: section with a rule variant's `train` overrides applied."""
+    return {**config["dpo"], **settings.get("train", {})}
