@@ -42,9 +42,12 @@ def test_shipped_configs_are_valid_and_get_schema_defaults():
 def test_grid_points_and_policy_paths():
     config = load_config(ROOT / "configs" / "default.yaml")
     points = grid_points(config)
-    assert len(points) == 3 * 3 + 1 + 1  # dpo, ipo, cdpo over the grid's betas; rdpo and simpo at their own
+    # dpo, ipo, cdpo over the grid's betas; rdpo, simpo and the rule variants kto and orpo at their own
+    assert len(points) == 3 * 3 + 1 + 1 + 1 + 1
     assert points[0].path == "variant~dpo/beta~0.05/seed~0"
-    assert policies(config)[0] == "sft" and len(policies(config)) == 12
+    assert policies(config)[0] == "sft" and len(policies(config)) == 14
+    assert [(p.variant, p.rule, p.beta, p.starts_from) for p in points if p.rule != "dpo"] == [
+        ("kto", "kto", 0.1, "sft"), ("orpo", "orpo", 0.1, "base")]
     cdpo = [p for p in points if p.variant == "cdpo"][0]
     assert cdpo.loss_params == {"label_smoothing": 0.1}
     simpo = [p for p in points if p.variant == "simpo"]
@@ -98,21 +101,25 @@ def test_dry_run(name):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    n_grid = len(grid_points(load_config(ROOT / "configs" / f"{name}.yaml")))
+    points = grid_points(load_config(ROOT / "configs" / f"{name}.yaml"))
     for rule in ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "generate", "evaluate",
                  "compare", "summary"):
         assert rule in out, rule
-    dpo_line = [line for line in out.splitlines() if line.split()[:1] == ["dpo"]]
-    assert dpo_line and int(dpo_line[0].split()[1]) == n_grid
+    # every grid point is trained once, by the dpo rule (registry losses) or its variant's rule
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    for rule in {p.rule for p in points}:
+        assert counts[rule] == sum(p.rule == rule for p in points), rule
+    assert counts["generate"] == len(points) + 1
 
 
 def test_a_config_file_replaces_the_default_study():
-    """--configfile smoke.yaml must not inherit default.yaml's variants (simpo's betas: [2.0])."""
+    """--configfile smoke.yaml must not inherit default.yaml's variants (simpo's betas: [2.0],
+    its grid's ipo)."""
     snakemake = Path(sys.executable).with_name("snakemake")
     result = subprocess.run(
         [str(snakemake), "-n", "--forceall", "--configfile", "configs/smoke.yaml"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "dpo/variant~simpo/beta~0.1/seed~0/model" in result.stdout
-    assert "beta~2" not in result.stdout and "results/default" not in result.stdout
+    assert "dpo/variant~orpo/beta~0.1/seed~0/model" in result.stdout
+    assert "beta~2" not in result.stdout and "variant~ipo" not in result.stdout and "results/default" not in result.stdout

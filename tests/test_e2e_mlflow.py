@@ -61,7 +61,7 @@ def expected_points(run, study: Path, config: dict) -> dict[str, list[tuple[int,
         for t in config["generation"]["temperatures"]:
             metrics = json.loads((study / "evaluate" / policy / f"temp~{float(t):g}" / "metrics.json").read_text())
             for key, value in metrics.items():
-                if isinstance(value, (int, float)) and key not in ("beta", "seed", "skipped_sft", "temperature"):
+                if isinstance(value, (int, float)) and key not in ("beta", "seed", "temperature"):
                     points[f"{key}/temp_{float(t):g}"] = [(0, float(value))]
     return points
 

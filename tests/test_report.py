@@ -67,6 +67,17 @@ def test_summary_has_a_row_per_policy_temperature_and_judge(metric_files, win_ra
     assert table["first_slot_share"].isna().all()  # no pairwise judge: the column is there, empty
 
 
+def test_summary_marks_policies_that_skipped_sft(metric_files, win_rates):
+    policies = sorted({json.loads(f.read_text())["policy"] for f in metric_files})
+    skipped = {p: p.startswith("variant~ipo") for p in policies}
+    table = summary_table(metric_files, win_rates, skipped)
+    assert table["skipped_sft"].dtype == bool
+    assert (table["skipped_sft"] == table["variant"].eq("ipo")).all()
+    assert summary_table(metric_files, win_rates)["skipped_sft"].isna().all()  # not given: the column is there, empty
+    with pytest.raises(ValueError, match="skipped_sft: no entry for policies"):
+        summary_table(metric_files, win_rates, {"sft": False})
+
+
 def test_summary_refuses_incomplete_inputs(tmp_path, metric_files, win_rates):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"policy": "sft"}))
@@ -88,7 +99,7 @@ def test_plots_are_written(metric_files, win_rates, tmp_path):
     for name in PLOTS:  # every plot shows every grid variant (legend entry or row label)
         for variant in table.loc[table["variant"] != "sft", "variant"].unique():
             assert any(variant in label for label in series[name]), (name, variant, series[name])
-    assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in paths)
+    assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in paths if p.suffix == ".png")
 
 
 def test_summary_html_has_a_section_per_judge_and_every_row(metric_files, win_rates):

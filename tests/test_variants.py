@@ -64,6 +64,7 @@ def test_a_users_rule_variant_passes_its_settings_through():
     ({"rule": "orpo", "starts_from": "scratch"}, "variants.bad.starts_from: 'scratch' is not one of ['sft', 'base']"),
     ({"rule": "orpo", "train": {"max_step": 3}}, "variants.bad.train.max_step: not a key of the dpo: section"),
     ({"rule": "orpo", "train": {"learning_rate": -1}}, "variants.bad.train.learning_rate: -1 is less than or equal to the minimum"),
+    ({"rule": "summary"}, "variants.bad.rule: 'summary' is one of the workflow's own rules"),
     ({"loss": "dpo", "starts_from": "base"}, "variants.bad.starts_from: a registry-loss variant trains the SFT model"),
 ])
 def test_bad_variant_entries_name_the_key(entry, message):

@@ -28,12 +28,19 @@ SUMMARY_COLUMNS = [
 METRIC_KEYS = ["policy", "temperature"]
 
 
-def summary_table(metric_files: list[Path], win_rates: pd.DataFrame) -> pd.DataFrame:
+def summary_table(metric_files: list[Path], win_rates: pd.DataFrame, skipped_sft: dict[str, bool] | None = None) -> pd.DataFrame:
     """One row per (policy, temperature, judge): evaluate's per-policy metrics (the same for
     every judge) joined with the study-wide win rates of each judge. Columns a study cannot
     have (no pairwise judge: position bias; no chosen responses: win rate vs chosen) are
-    empty rather than absent, so every summary.csv has the same columns."""
+    empty rather than absent, so every summary.csv has the same columns. `skipped_sft`
+    (policy -> whether its training started from the base model, from the config's grid)
+    marks the policies that never went through SFT (e.g. ORPO)."""
     metrics = pd.DataFrame([json.loads(Path(f).read_text()) for f in metric_files])
+    if skipped_sft is not None:
+        unknown = sorted(set(metrics["policy"]) - set(skipped_sft))
+        if unknown:
+            raise ValueError(f"skipped_sft: no entry for policies {unknown}")
+        metrics["skipped_sft"] = metrics["policy"].map(skipped_sft).astype(bool)
     missing = [c for c in ("policy", "variant", "temperature", "reward_mean", "kl_mean", "length_mean", "chars_mean") if c not in metrics]
     if missing:
         raise ValueError(f"metrics files lack columns {missing}")

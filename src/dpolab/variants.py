@@ -16,6 +16,9 @@ from pathlib import Path
 from dpolab.errors import ConfigError
 
 STARTS_FROM = ("sft", "base")
+# The workflow's own rules: a rule variant needs a rule name of its own.
+WORKFLOW_RULES = frozenset({"all", "mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo",
+                            "generate", "evaluate", "pairwise_judge", "compare", "summary"})
 
 
 @dataclass
@@ -87,6 +90,9 @@ RULE_VARIANTS: dict[str, type[RuleVariant]] = {"kto": KTOVariant, "orpo": ORPOVa
 
 def check_rule_variant(rule: str, params: dict, *, where: str, dpo_section: dict) -> dict:
     """A rule variant's settings, checked and with defaults; errors name the config key."""
+    if rule in WORKFLOW_RULES:
+        hint = " (a registry loss is `loss: dpo`)" if rule == "dpo" else ""
+        raise ConfigError(f"{where}.rule: {rule!r} is one of the workflow's own rules; a rule variant needs its own name{hint}")
     settings_class = RULE_VARIANTS.get(rule, RuleVariant)
     known = {f.name for f in fields(settings_class)}
     if rule in RULE_VARIANTS:

@@ -13,14 +13,13 @@ from dpolab.models import load_policy
 config, wildcards, inputs, outputs = snakemake.config, snakemake.wildcards, snakemake.input, snakemake.output
 ev = config["evaluation"]
 if wildcards.policy == "sft":
-    identity = {"variant": "sft", "loss": "", "beta": None, "seed": None, "skipped_sft": False}
+    identity, skipped_sft = {"variant": "sft", "loss": "", "beta": None, "seed": None}, False
 else:
     point = grid_point(config, **parse_policy(wildcards.policy))
-    identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed,
-                "skipped_sft": point.skipped_sft}
+    identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed}
+    skipped_sft = point.skipped_sft
 
-identity_tags = {"skipped_sft": str(identity["skipped_sft"]).lower()}
-with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(config), **identity_tags}, params={"evaluation": ev, "judges": config["judges"]}):
+with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(config), "skipped_sft": str(skipped_sft).lower()}, params={"evaluation": ev, "judges": config["judges"]}):
     # gold and VADER always: the study's reward and its second opinion; then every pointwise judge
     gold, vader = GoldJudge.load(Path(inputs.judge)), VaderJudge()
     # judges of kind gold/vader reuse those scores; other pointwise judges (reward models) load here

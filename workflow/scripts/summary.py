@@ -5,11 +5,13 @@ import pandas as pd
 import yaml
 
 from dpolab import jobs, tracking
+from dpolab.config import grid_points
 from dpolab.report import summary_html, summary_table, write_plots
 
 inputs, outputs, config = snakemake.input, snakemake.output, snakemake.config
 with jobs.job(snakemake, "summary", params={"evaluation": config["evaluation"]}):
-    table = summary_table([Path(p) for p in inputs.metrics], pd.read_csv(inputs.win_rates))
+    skipped_sft = {"sft": False, **{point.path: point.skipped_sft for point in grid_points(config)}}
+    table = summary_table([Path(p) for p in inputs.metrics], pd.read_csv(inputs.win_rates), skipped_sft)
     table.to_csv(outputs.summary, index=False)
     Path(outputs.summary_page).write_text(summary_html(table, f"DPO study {config['study']}: summary"))
     plots = write_plots(table, pd.read_parquet(inputs.scores), Path(outputs.frontier).parent,
