@@ -16,7 +16,7 @@ from pathlib import Path
 from dpolab.config import ROOT, grid_points, registry_variants, validate_config, variant_rules
 from dpolab.errors import ConfigError
 from dpolab.train import DPOSettings, run_kto, run_orpo
-from dpolab.unpaired import check_unpaired, read_unpaired, unpair, unpaired_stats
+from dpolab.unpaired import check_unpaired, read_unpaired, training_order, unpair, unpaired_stats
 
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
 PAIRS = pd.DataFrame({
@@ -105,6 +105,18 @@ def test_unpair_one_half_per_pair_is_seeded_and_never_gives_a_prompt_both_labels
     for _, row in one.iterrows():
         source = many.loc[row["pair_id"]]
         assert row["completion"] == (source["chosen"] if row["label"] else source["rejected"])
+
+
+def test_kto_reads_a_seeded_shuffle_not_the_desirable_block_first():
+    many = pd.DataFrame({"pair_id": range(100), "prompt": [f"p{i}" for i in range(100)],
+                         "chosen": [f"good {i}" for i in range(100)], "rejected": [f"bad {i}" for i in range(100)]})
+    examples = unpair(many, examples_per_pair="both", seed=0)
+    assert examples["label"].iloc[:100].all()  # unpair lists the desirable halves first
+    ordered = training_order(examples, seed=0)
+    assert sorted(ordered["completion"]) == sorted(examples["completion"])
+    assert ordered.equals(training_order(examples, seed=0)) and not ordered.equals(training_order(examples, seed=1))
+    batches = [ordered["label"].iloc[i : i + 8] for i in range(0, len(ordered), 8)]
+    assert sum(b.nunique() == 2 for b in batches) >= len(batches) - 2  # nearly every batch of 8 mixes labels
 
 
 def test_unpaired_checks_and_files(tmp_path):

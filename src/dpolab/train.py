@@ -277,6 +277,8 @@ def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: 
     (precompute_ref_log_probs), including those of the mismatched completions of the KL term."""
     from trl import KTOConfig, KTOTrainer
 
+    from dpolab.unpaired import training_order
+
     if cfg.batch_size < 2:
         raise ValueError("KTO estimates its KL term from mismatched completions within a batch: dpo.batch_size must be >= 2")
     model, tokenizer = load_policy(start_dir)
@@ -288,7 +290,8 @@ def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: 
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         precompute_ref_log_probs=True,  # no second model in memory during training
     )
-    dataset = Dataset.from_pandas(examples[["prompt", "completion", "label"]].reset_index(drop=True), preserve_index=False)
+    examples = training_order(examples[["prompt", "completion", "label"]], seed)
+    dataset = Dataset.from_pandas(examples, preserve_index=False)
     trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     return finish_training(trainer, tokenizer, trainer.train(), out_dir)
 

@@ -106,6 +106,14 @@ def unpair(pairs: pd.DataFrame, *, examples_per_pair: str, seed: int) -> pd.Data
     return check_unpaired(frame[["pair_id", *UNPAIRED_COLUMNS]], "pairs")
 
 
+def training_order(examples: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The examples in a seeded random order. KTOTrainer reads its dataset in order (its KL
+    term pairs each example with a neighbour's completion within a fixed-order batch) and
+    `unpair` lists every desirable half before every undesirable one: unshuffled, the first
+    batches would hold one label only."""
+    return examples.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
 def unpaired_stats(examples: pd.DataFrame, *, desirable_weight: float, undesirable_weight: float) -> dict:
     """Counts and the KTO paper's check on the weights (its Eq. 8): lambda_D n_D / (lambda_U n_U)
     should lie in [1, 4/3]."""
