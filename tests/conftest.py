@@ -186,9 +186,10 @@ class SlurmCluster:
 # The shipped profile plus what is particular to this one-node test site: one thread per job
 # (as the local run), three jobs in flight, and a 2 s first status check (the profile's 20 s
 # suits a real cluster; here it would dominate jobs that take seconds).
-THREADED_RULES = ("sft", "pairs", "reference", "dpo", "generate", "pairwise_judge")
+# --max-threads caps every rule, rule variants and a rule file added by a test included (a job
+# asking for more CPUs than the node has would stay PENDING with reason PartitionConfig).
 SLURM_ARGS = ["--profile", "profiles/slurm", "--jobs", "3", "--slurm-init-seconds-before-status-checks", "2",
-              "--set-threads", *[f"{rule}=1" for rule in THREADED_RULES]]
+              "--max-threads", "1"]
 
 
 @dataclass

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 VOCAB_FILE, WEIGHTS_FILE, SETTINGS_FILE = "vocabulary.json", "weights.npz", "judge.json"
 
@@ -78,11 +76,15 @@ class GoldJudge(TextJudge):
 
     name = "gold"
 
-    def __init__(self, vectorizer: TfidfVectorizer, coef: np.ndarray, intercept: float):
+    def __init__(self, vectorizer: "TfidfVectorizer", coef: np.ndarray, intercept: float):
         self.vectorizer, self.coef, self.intercept = vectorizer, np.asarray(coef, dtype=np.float64), float(intercept)
 
     @classmethod
     def fit(cls, texts, labels, cfg: JudgeConfig) -> "GoldJudge":
+        # scikit-learn where it is used: every workflow parse reads this module's template check
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
         vectorizer = TfidfVectorizer(
             max_features=cfg.max_features, ngram_range=(1, cfg.ngram_max), sublinear_tf=True, min_df=2
         )
@@ -113,6 +115,8 @@ class GoldJudge(TextJudge):
         settings = json.loads((folder / SETTINGS_FILE).read_text())
         vocabulary = json.loads((folder / VOCAB_FILE).read_text())
         weights = np.load(folder / WEIGHTS_FILE, allow_pickle=False)
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         vectorizer = TfidfVectorizer(
             vocabulary=vocabulary,
             ngram_range=tuple(settings["ngram_range"]),

@@ -9,16 +9,30 @@ averages per token, so the formulas we promise live here, in one registry.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
-import torch.nn.functional as F
-
 from dpolab.errors import ConfigError
 
-LossFn = Callable[..., torch.Tensor]
+
+class _ImportedOnUse:
+    """A module imported at its first attribute access. The config checks read this registry
+    in every Snakemake parse (twice per cluster job, in every dry run), where importing torch
+    costs seconds and no loss is computed; the loss functions use torch as usual."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+torch = _ImportedOnUse("torch")
+F = _ImportedOnUse("torch.nn.functional")
+
+LossFn = Callable[..., "torch.Tensor"]
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,6 @@ from pathlib import Path
 
 from snakemake.logging import logger
 
-from dpolab import tracking
-
 
 rule mlflow_study:
     output:
@@ -22,6 +20,8 @@ rule mlflow_study:
 onstart:
     # before any job: an unreachable tracking server would otherwise fail every job, after
     # MLflow's client has retried for minutes, and possibly after expensive work
+    from dpolab import tracking  # here, not at the top: cluster jobs parse this file without hooks
+
     try:
         tracking.check_tracking_uri(tracking.tracking_uri(config, STUDY))
     except ConfigError as error:
@@ -37,6 +37,8 @@ onstart:
 def _log_benchmarks(outcome):
     # Snakemake writes a job's benchmark file after the job ends, so runtimes and peak
     # memory join the jobs' runs here, once the jobs are done (a repeat logs nothing twice)
+    from dpolab import tracking
+
     if Path(STUDY_RUN).exists():
         try:
             counts = tracking.log_benchmarks(STUDY_RUN)
