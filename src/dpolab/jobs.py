@@ -84,6 +84,20 @@ def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = N
         yield run
 
 
+def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> dict:
+    """A training job on the output contract (the dpo rule and the rule variants): its run
+    (stage dpo, with `tags`), `train(**arguments, out_dir=, use_cpu=, mlflow_active=True)`
+    writing model/ and train_log.json, then the final loss and the model folder logged."""
+    config = snakemake.config
+    with job(snakemake, "dpo", params=params):
+        mlflow.set_tags(tags)
+        result = train(**arguments, out_dir=Path(snakemake.output.model).parent, use_cpu=config["device"] == "cpu",
+                       mlflow_active=True)
+        mlflow.log_metrics({"final_train_loss": result["train_loss"]})
+        tracking.log_model_dir(Path(snakemake.output.model), config)
+    return result
+
+
 def from_run_block(rule, input, output, params, wildcards, threads, resources, log, config):
     """The `snakemake` object a `script:` job gets, for a rule's `run:` block (whose parts
     Snakemake passes as these names), so `job()` serves both: a rule file can carry its whole

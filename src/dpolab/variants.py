@@ -10,6 +10,7 @@ passes its other keys through to its job unchecked: its rule file checks them it
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -108,18 +109,23 @@ def check_rule_variant(rule: str, params: dict, *, where: str, dpo_section: dict
     return {**params, **asdict(settings)}
 
 
-def check_train_overrides(train: dict, dpo_section: dict, *, where: str) -> None:
-    """`train:` holds keys of the dpo: section, checked against the schema's dpo: section."""
+@functools.cache
+def _dpo_section_validator():
+    """The schema's dpo: section, read once per process: every grid lookup re-checks the variants."""
     import jsonschema
     import yaml
 
     from dpolab.config import SCHEMA
 
+    return jsonschema.Draft202012Validator(yaml.safe_load(Path(SCHEMA).read_text())["properties"]["dpo"])
+
+
+def check_train_overrides(train: dict, dpo_section: dict, *, where: str) -> None:
+    """`train:` holds keys of the dpo: section, checked against the schema's dpo: section."""
     unknown = sorted(set(train) - set(dpo_section))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: not a key of the dpo: section (keys: {', '.join(sorted(dpo_section))})")
-    schema = yaml.safe_load(Path(SCHEMA).read_text())["properties"]["dpo"]
-    error = next(jsonschema.Draft202012Validator(schema).iter_errors({**dpo_section, **train}), None)
+    error = next(_dpo_section_validator().iter_errors({**dpo_section, **train}), None)
     if error is not None:
         key = ".".join(str(p) for p in error.absolute_path)
         raise ConfigError(f"{where}.{key}: {error.message}")

@@ -1,9 +1,8 @@
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
-from dpolab import jobs, tracking
+from dpolab import jobs
 from dpolab.config import grid_point
 from dpolab.train import DPOSettings, run_kto
 from dpolab.variants import train_section
@@ -11,19 +10,16 @@ from dpolab.variants import train_section
 config = snakemake.config
 point = grid_point(config, snakemake.wildcards.variant, snakemake.wildcards.beta, snakemake.wildcards.seed)
 settings, train = point.loss_params, train_section(config, point.loss_params)
-with jobs.job(snakemake, "dpo", params={"dpo": train, "loss": {"name": "kto", "beta": point.beta, **settings}}):
-    mlflow.set_tags({"loss": point.loss, "starts_from": point.starts_from})
-    result = run_kto(
-        Path(snakemake.input.start),
-        pd.read_parquet(snakemake.input.examples),
-        DPOSettings(**train),
-        beta=point.beta,
-        desirable_weight=settings["desirable_weight"],
-        undesirable_weight=settings["undesirable_weight"],
-        seed=point.seed,
-        out_dir=Path(snakemake.output.model).parent,
-        use_cpu=config["device"] == "cpu",
-        mlflow_active=True,
-    )
-    mlflow.log_metrics({"final_train_loss": result["train_loss"]})
-    tracking.log_model_dir(Path(snakemake.output.model), config)
+jobs.train_policy(
+    snakemake,
+    run_kto,
+    params={"dpo": train, "loss": {"name": "kto", "beta": point.beta, **settings}},
+    tags={"loss": point.loss, "starts_from": point.starts_from},
+    start_dir=Path(snakemake.input.start),
+    examples=pd.read_parquet(snakemake.input.examples),
+    cfg=DPOSettings(**train),
+    beta=point.beta,
+    desirable_weight=settings["desirable_weight"],
+    undesirable_weight=settings["undesirable_weight"],
+    seed=point.seed,
+)
