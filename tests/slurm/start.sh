@@ -54,7 +54,21 @@ CONF
 # the SLURM jobstep plugin drops SLURM_CONF before its inner srun: the config must also be at
 # the default path; a symlink that stop.sh removes (only if it still points here)
 mkdir -p /etc/slurm
-[ -e /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" != "$STATE/slurm.conf" ] && { echo "/etc/slurm/slurm.conf exists and is not ours: refusing" >&2; exit 1; }
+# a symlink left by an earlier test cluster that was killed before stop.sh (its slurmctld no
+# longer runs) is stale: take it over; a site's own file, or a test cluster still up, is refused
+if [ -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
+  previous=$(readlink /etc/slurm/slurm.conf || true)
+  if [ "$previous" != "$STATE/slurm.conf" ]; then
+    previous_pid=$(cat "$(dirname "$previous")/slurmctld.pid" 2>/dev/null || true)
+    if [ ! -L /etc/slurm/slurm.conf ] || { [ -e "$previous" ] && ! grep -qx "ClusterName=dpolab" "$previous"; }; then
+      echo "/etc/slurm/slurm.conf exists and is not ours: refusing" >&2; exit 1
+    fi
+    if [ -n "$previous_pid" ] && [ "$(cat /proc/"$previous_pid"/comm 2>/dev/null)" = slurmctld ]; then
+      echo "/etc/slurm/slurm.conf belongs to a test cluster still running ($previous, slurmctld $previous_pid): refusing" >&2; exit 1
+    fi
+    echo "replacing a stale /etc/slurm/slurm.conf -> $previous (its slurmctld is not running)" >&2
+  fi
+fi
 ln -sfn "$STATE/slurm.conf" /etc/slurm/slurm.conf
 export SLURM_CONF="$STATE/slurm.conf"
 runuser -u munge -- munged --socket="$STATE/munge/munge.socket" --key-file="$STATE/munge-key/munge.key" \
