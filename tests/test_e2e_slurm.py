@@ -16,7 +16,7 @@ import pytest
 from dpolab.config import load_config
 from dpolab.resources import job_resources, model_params
 
-from conftest import store
+from conftest import SLURM_GRID, local_only, store
 
 pytestmark = pytest.mark.e2e
 # what differs by design between the two runs' results/: the local run's sqlite store and
@@ -26,9 +26,10 @@ NOT_COMPARED = ("mlflow.db", "mlartifacts/", "vllm-cache/", "screenshots/", "rep
 
 
 def study_files(work: Path) -> set[str]:
+    """The study's files that both runs make (not those of the variants trained locally only)."""
     study = work / "results" / "smoke"
     files = {p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file()}
-    return {f for f in files if not f.startswith(NOT_COMPARED) and "/trainer/" not in f}
+    return {f for f in files if not f.startswith(NOT_COMPARED) and "/trainer/" not in f and not local_only(f)}
 
 
 def job_timings(output: str) -> list[dict]:
@@ -68,8 +69,10 @@ def test_every_job_ran_as_a_slurm_job(smoke_studies):
     finished = [r for r in runs if r.info.status == "FINISHED"]
     local_runs = store(smoke_studies.sqlite)[3]
     # the parent (rule mlflow_study) and one run per job, as in the local run (whose store
-    # test_e2e_mlflow counts job by job against the config)
-    assert sorted(r.info.run_name for r in finished) == sorted(r.info.run_name for r in local_runs if r.info.status == "FINISHED")
+    # test_e2e_mlflow counts job by job against the config), but for the variants trained locally only
+    local_finished = [r.info.run_name for r in local_runs if r.info.status == "FINISHED"]
+    assert any(map(local_only, local_finished)) and not any(local_only(r.info.run_name) for r in runs)
+    assert sorted(r.info.run_name for r in finished) == sorted(n for n in local_finished if not local_only(n))
     job_ids = [r.data.tags.get("slurm_job_id") for r in finished]
     assert all(job_id and job_id.isdigit() for job_id in job_ids), [r.info.run_name for r in finished if not r.data.tags.get("slurm_job_id")]
     assert len(set(job_ids)) == len(job_ids)
@@ -94,8 +97,11 @@ def test_outputs_match_the_local_run(smoke_studies):
     for name in ("prompts_train", "prompts_test", "sft_train", "sft_eval"):
         pd.testing.assert_frame_equal(pd.read_parquet(local_study / "data" / f"{name}.parquet"),
                                       pd.read_parquet(slurm_study / "data" / f"{name}.parquet"))
-    # the summary: the same columns and the same (policy, temperature, judge) rows
+    # the summary: the same columns and the same (policy, temperature, judge) rows, those of the
+    # variants trained locally only aside
     local_summary, slurm_summary = pd.read_csv(local_study / "summary.csv"), pd.read_csv(slurm_study / "summary.csv")
+    local_summary = local_summary[~local_summary["policy"].map(local_only)]
+    assert set(slurm_summary["variant"]) == set(SLURM_GRID) | {"sft"}
     assert list(local_summary.columns) == list(slurm_summary.columns)
     keys = ["policy", "temperature", "judge"]
     assert local_summary[keys].sort_values(keys).values.tolist() == slurm_summary[keys].sort_values(keys).values.tolist()
@@ -145,8 +151,9 @@ def test_slurm_overhead_per_job(smoke_studies):
     slurm = overheads(smoke_studies.faulty_launch.stdout, smoke_studies.server_work) + overheads(smoke_studies.rerun.stdout, smoke_studies.server_work)
     local = overheads(smoke_studies.local_output, smoke_studies.sqlite)
     # every finished job of each run was found in its output: one per finished MLflow run
-    n_jobs = sum(r.info.status == "FINISHED" for r in store(smoke_studies.sqlite)[3])
-    assert len(local) == n_jobs and len(slurm) == n_jobs, (len(local), len(slurm), n_jobs)
+    n_local = sum(r.info.status == "FINISHED" for r in store(smoke_studies.sqlite)[3])
+    n_slurm = sum(r.info.status == "FINISHED" for r in store(smoke_studies.server_work)[3])
+    assert len(local) == n_local and len(slurm) == n_slurm, (len(local), n_local, len(slurm), n_slurm)
     assert min(slurm) > 0  # a SLURM job's turnaround includes its own benchmarked wall time
     figures = {"slurm_wall_s": round(smoke_studies.slurm_wall_s), "both_studies_wall_s": round(smoke_studies.wall_s),
                "slurm_overhead_s": {"mean": round(mean(slurm), 1), "median": round(median(slurm), 1), "max": round(max(slurm), 1)},
