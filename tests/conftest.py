@@ -90,12 +90,13 @@ def local_only(name: str) -> bool:
     return any(f"variant~{v}" in name or name.startswith(f"{v}/") for v in LOCAL_ONLY_VARIANTS)
 
 
-def set_grid_variants(work: Path, variants: list[str]) -> None:
+def edit_smoke_config(work: Path, edit) -> None:
+    """Apply `edit` (a function changing the config in place) to a copy's configs/smoke.yaml."""
     import yaml
 
     config_file = work / "configs" / "smoke.yaml"
     config = yaml.safe_load(config_file.read_text())
-    config["grid"]["variants"] = variants
+    edit(config)
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -107,11 +108,12 @@ def add_readme_rule_variant(work: Path) -> str:
     (rule_file,) = readme_blocks(f"# {README_RULE_VARIANT}")
     (work / README_RULE_VARIANT).write_text(rule_file)
     (entry,) = [yaml.safe_load(b) for b in readme_blocks("# configs/my_study.yaml") if "preferred_ft" in b]
-    config_file = work / "configs" / "smoke.yaml"
-    config = yaml.safe_load(config_file.read_text())
-    config["variants"][README_VARIANT] = entry["variants"][README_VARIANT]
-    config["grid"]["variants"].append(README_VARIANT)
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def add_entry(config: dict) -> None:
+        config["variants"][README_VARIANT] = entry["variants"][README_VARIANT]
+        config["grid"]["variants"].append(README_VARIANT)
+
+    edit_smoke_config(work, add_entry)
     return README_VARIANT
 
 
@@ -283,7 +285,7 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     sqlite_work, server_work = copy_workflow(root / "sqlite"), copy_workflow(root / "http")
     add_readme_rule_variant(sqlite_work)  # a variant from a rule file that only this copy has
-    set_grid_variants(server_work, SLURM_GRID)
+    edit_smoke_config(server_work, lambda config: config["grid"].update(variants=SLURM_GRID))
     slurm_command = [str(BIN / "snakemake"), "--configfile", "configs/smoke.yaml",
                      "--config", f"mlflow={{tracking_uri: '{server.url}'}}", *SLURM_ARGS]
     slurm_env = dict(slurm_cluster.env, OMP_NUM_THREADS="1")

@@ -12,7 +12,8 @@ from pathlib import Path
 import mlflow
 
 from dpolab import tracking
-from dpolab.config import parse_policy
+from dpolab.config import grid_point, parse_policy
+from dpolab.variants import train_section
 
 GRID_TAGS = ("variant", "beta", "seed", "temperature", "policy")
 
@@ -96,6 +97,30 @@ def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> 
         mlflow.log_metrics({"final_train_loss": result["train_loss"]})
         tracking.log_model_dir(Path(snakemake.output.model), config)
     return result
+
+
+def train_rule_variant(snakemake, train, *, settings: tuple[str, ...] = (), **data) -> dict:
+    """A rule variant's training job (kto, orpo, a user's rule file with a `script:`): the grid
+    point from the wildcards, the dpo: section with the variant's `train:` overrides, the
+    starting model (`input.start`), and the variant's own `settings` (names of its config keys)
+    passed to `train` with `data` (the rule's inputs, read)."""
+    from dpolab.train import DPOSettings  # here: every job imports jobs, only training jobs need torch and TRL
+
+    wildcards = snakemake.wildcards
+    point = grid_point(snakemake.config, wildcards.variant, wildcards.beta, wildcards.seed)
+    section = train_section(snakemake.config, point.loss_params)
+    return train_policy(
+        snakemake,
+        train,
+        params={"dpo": section, "loss": {"name": point.loss, "beta": point.beta, **point.loss_params}},
+        tags={"loss": point.loss, "starts_from": point.starts_from},
+        start_dir=Path(snakemake.input.start),
+        cfg=DPOSettings(**section),
+        beta=point.beta,
+        seed=point.seed,
+        **{name: point.loss_params[name] for name in settings},
+        **data,
+    )
 
 
 def from_run_block(rule, input, output, params, wildcards, threads, resources, log, config):

@@ -20,9 +20,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # imported where used: every workflow parse reads this module
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 VOCAB_FILE, WEIGHTS_FILE, SETTINGS_FILE = "vocabulary.json", "weights.npz", "judge.json"
 
@@ -76,7 +80,7 @@ class GoldJudge(TextJudge):
 
     name = "gold"
 
-    def __init__(self, vectorizer: "TfidfVectorizer", coef: np.ndarray, intercept: float):
+    def __init__(self, vectorizer: TfidfVectorizer, coef: np.ndarray, intercept: float):
         self.vectorizer, self.coef, self.intercept = vectorizer, np.asarray(coef, dtype=np.float64), float(intercept)
 
     @classmethod
