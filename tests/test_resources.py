@@ -50,7 +50,7 @@ def test_scratch_and_package_counts_are_exact(vllm_model_dir):
     assert model_params(config["model"]) == model.num_parameters() - norms
     # the package model's count is a constant (reading the GGUF's tensor table takes ~15 s): pin it
     from gguf import GGUFReader
-    from dpolab.models import gguf_path
+    from dpolab.locate import gguf_path
 
     default = load_config(ROOT / "configs" / "default.yaml")["model"]
     reader = GGUFReader(gguf_path(default))

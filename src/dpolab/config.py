@@ -1,103 +1,408 @@
-"""Study config: schema validation (defaults from the schema) and the cross-key checks
-JSON Schema cannot express. Runs in the Snakefile before any job, and in tests."""
+"""Read and check a study config once, into a frozen `dpolab.study.Study`.
+
+The Snakefile calls `load_study` before any job (dry runs included); every check that can be
+made from the config, the installed packages and the local files is made here, and each failure
+is one `ConfigError` whose message starts with the config key (and names the file where there
+is one). The user's dict is never changed: defaults are filled into a copy.
+
+Two layers of checks:
+- the config alone (`load_study(..., check_environment=False)`, what each job re-reads): the
+  schema (workflow/schemas/config.schema.yaml, which holds the defaults), finite numbers, strict
+  integers, grid values that would print alike in paths, variants, judges, templates, URI scheme;
+- the machine (`check_environment=True`, the Snakefile's parse on the submitting machine): the
+  model package and files, the data's sizes, local data files' columns and labels, the MLflow
+  tracking store (a server must answer, a sqlite folder must be writable).
+
+Nothing here imports torch, transformers, vLLM or MLflow: a dry run must stay fast.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
+import copy
+import math
+import re
 from pathlib import Path
+from typing import Any, Mapping
 
 import yaml
-from snakemake.utils import validate
 
 from dpolab import losses
 from dpolab.errors import ConfigError
+from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
+from dpolab.study import Study, Variant, format_value, freeze, thaw
+from dpolab.variants import RULE_VARIANTS, WORKFLOW_RULES, RuleVariant
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# results/<study>/ is a path, the MLflow experiment and the jobs' names: letters, digits, _ . -
+STUDY_NAME_MAX = 64
+TRACKING_SCHEMES = ("http://", "https://", "sqlite:///")
+VARIANT_KEYS = ("loss", "rule", "betas", "starts_from")  # the rest of a variant's entry are its parameters
+_FLOAT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_INT = re.compile(r"^[+-]?\d+$")
 
 
-def format_value(value) -> str:
-    """How a grid value is written in paths and names: shortest round-tripping form."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _schema_error(error) -> ConfigError:
-    path = ".".join(str(p) for p in error.absolute_path) or "<config>"
-    if error.validator == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        key = f"{path}.{missing}" if path != "<config>" else missing
-        return ConfigError(f"{key}: required key is missing")
-    return ConfigError(f"{path}: {error.message}")
-
-
-def validate_config(config: dict) -> dict:
-    """Fill defaults from the schema, validate, then run the cross-key checks. In place."""
-    import jsonschema
-
+# ---- YAML: duplicate keys refused -------------------------------------------------------------
+def check_duplicate_keys(path: str | Path) -> None:
+    """PyYAML (and so Snakemake) keeps the last of two equal keys in a mapping without a word:
+    a second `dpo:` under `variants:` silently replaces the first. Refuse it, naming the key's
+    dotted path and both lines."""
+    path = Path(path)
     try:
-        validate(config, str(SCHEMA), set_default=True)
-    except Exception as exc:  # snakemake wraps the jsonschema error in a WorkflowError
-        cause = exc
-        while cause is not None and not isinstance(cause, jsonschema.ValidationError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise ConfigError(f"<config>: {exc}") from exc
-        raise _schema_error(cause) from None
-    check_study_config(config)
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
+    _walk_for_duplicates(root, "", path)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem}, line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _walk_for_duplicates(node, where: str, path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            dotted = f"{where}.{key}" if where else key
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ConfigError(f"{dotted}: key {key!r} appears twice in {path} (lines {first_line[key]} and {line}); "
+                                  "YAML would keep only the second, so remove or rename one")
+            first_line[key] = line
+            _walk_for_duplicates(value_node, dotted, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk_for_duplicates(item, f"{where}.{index}" if where else str(index), path)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file as a dict, duplicate keys refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    check_duplicate_keys(path)
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys (study:, model:, ...) at the top level")
     return config
 
 
-def check_study_config(config: dict) -> None:
-    """Cross-key checks: grid variants are defined, their losses exist and their
-    parameters are in range, the model source has what it needs."""
-    variants = config["variants"]
-    for name, spec in variants.items():
-        check_variant(config, name, spec)
-    for index, name in enumerate(config["grid"]["variants"]):
-        if name not in variants:
-            raise ConfigError(
-                f"grid.variants[{index}]: unknown variant {name!r}; defined in variants: {', '.join(sorted(variants))}"
-            )
-    model = config["model"]
-    if model["source"] in ("local", "hub") and not model.get("path"):
-        raise ConfigError(f"model.path: required when model.source is {model['source']!r}")
-    if model["source"] == "local" and not Path(model["path"]).is_dir():
-        raise ConfigError(f"model.path: {model['path']!r} is not a folder (model.source is 'local')")
-    if model["source"] == "scratch":
-        scratch = model["scratch"]
-        if scratch["hidden_size"] % scratch["num_attention_heads"]:
-            raise ConfigError("model.scratch.hidden_size: must be divisible by num_attention_heads")
-    check_judges(config)
-    data = config["data"]
-    if data["prompt_min_tokens"] > data["prompt_max_tokens"]:
-        raise ConfigError("data.prompt_min_tokens: must be <= data.prompt_max_tokens")
+def read_study(path: str | Path, overrides: dict | None = None, *, check_environment: bool = True) -> Study:
+    """Read a YAML study config, merge `overrides` into it (as `--config` does) and check it."""
+    config = read_yaml(path)
+    if overrides:
+        merge(config, overrides)
+    return load_study(config, overrides=overrides, check_environment=check_environment)
 
 
-def check_variant(config: dict, name: str, spec: dict) -> dict:
-    """A variant is either a registry loss (`loss:`, trained by the `dpo` rule) or a rule file
-    (`rule:`, workflow/rules/variants/<rule>.smk). Fills `starts_from`; returns the checked
-    parameters (a loss's merged with its defaults, a rule variant's from its settings class)."""
-    where = f"variants.{name}"
+def merge(base: dict, update: Mapping) -> dict:
+    """Nested merge, as Snakemake merges --configfile files and --config values: mappings merge
+    key by key, anything else replaces. In place; returns base."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+# ---- the schema -------------------------------------------------------------------------------
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _validator_class():
+    """Draft 2020-12 with two changes: `default`s are filled in (into our copy), and an integer
+    is an int (JSON Schema counts 1.0 as an integer, but a seed of 1.0 would be `seed~1.0` in
+    one place and `seed~1` in another)."""
+    import jsonschema
+    from jsonschema import validators
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    validate_properties = base.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema and key not in instance:
+                    instance[key] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(base, {"properties": properties_with_defaults}, type_checker=checker)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(str(value))} characters)"
+
+
+def _schema_error(error, prefix: str = "") -> ConfigError:
+    """One message per jsonschema error, starting with the dotted key."""
+    parts = [str(p) for p in error.absolute_path]
+    key = ".".join([prefix] + parts if prefix else parts) or "<config>"
+    value, kind = error.instance, error.validator
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return ConfigError(f"{key + '.' if parts or prefix else ''}{missing}: required key is missing")
+    if kind == "additionalProperties" and isinstance(value, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed))
+        name = f"{key}.{extra[0]}" if key != "<config>" else extra[0]
+        return ConfigError(f"{name}: unknown key (allowed here: {', '.join(allowed)})")
+    if kind == "maxLength":
+        return ConfigError(f"{key}: {_short(value)} is too long: at most {error.validator_value} characters")
+    if kind == "pattern":
+        return ConfigError(f"{key}: {_short(value)} has characters that are not allowed (pattern {error.validator_value})")
+    if kind == "type":
+        wanted = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        hint = " (write it without a decimal point)" if "integer" in wanted and isinstance(value, float) else ""
+        return ConfigError(f"{key}: {_short(value)} is not of type {wanted}{hint}")
+    return ConfigError(f"{key}: {error.message if len(error.message) < 300 else error.message[:300] + '...'}")
+
+
+def _validate(instance: dict, schema: dict, prefix: str = "") -> None:
+    from jsonschema.exceptions import best_match
+
+    validator = _validator_class()(schema)
+    error = best_match(validator.iter_errors(instance))
+    if error is not None:
+        raise _schema_error(error, prefix)
+
+
+# ---- values that JSON Schema lets through -------------------------------------------------------
+def _check_finite(value, where: str = "") -> None:
+    """NaN passes every `minimum` of JSON Schema (all comparisons with it are false), and
+    .inf passes `exclusiveMinimum: 0`; no setting of a study is meaningful at either."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where or '<config>'}: {value} is not a finite number")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}.{index}")
+
+
+def _types(schema: Mapping | None) -> set[str]:
+    kind = (schema or {}).get("type")
+    return {kind} if isinstance(kind, str) else set(kind or ())
+
+
+def _coerce_string(text: str, types: set[str]):
+    """A string from the command line as the type the schema wants, or unchanged."""
+    if "string" in types:
+        return None if "null" in types and text in ("null", "~") else text
+    if "integer" in types and _INT.match(text):
+        return int(text)
+    if "number" in types and _FLOAT.match(text):
+        return float(text)
+    if "boolean" in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "null" in types and text in ("null", "~", ""):
+        return None
+    if types & {"array", "object"}:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    if not types:  # a key the schema leaves open (a loss's parameters): numbers and booleans
+        if _INT.match(text):
+            return int(text)
+        if _FLOAT.match(text):
+            return float(text)
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    return text
+
+
+def _subschema(schema: Mapping | None, key) -> Mapping | None:
+    if not schema:
+        return None
+    if "properties" in schema and key in schema["properties"]:
+        return schema["properties"][key]
+    if isinstance(schema.get("additionalProperties"), Mapping):
+        return schema["additionalProperties"]
+    if isinstance(schema.get("items"), Mapping):
+        return schema["items"]
+    return None
+
+
+def coerce_overrides(config, overrides, schema: Mapping | None):
+    """Snakemake reads `--config key=value` values with YAML's base loader, so a nested value
+    (`--config 'dpo={max_steps: 5}'`) arrives as strings ('5'). Turn each string that came from
+    the command line into the type the schema wants there; values from files are left as they
+    are (a quoted '5' in a file is a mistake the schema reports)."""
+    if isinstance(overrides, Mapping) and isinstance(config, dict):
+        for key, value in overrides.items():
+            if key in config:
+                config[key] = coerce_overrides(config[key], value, _subschema(schema, key))
+        return config
+    if isinstance(overrides, (list, tuple)) and isinstance(config, list) and len(config) == len(overrides):
+        return [coerce_overrides(c, o, _subschema(schema, 0)) for c, o in zip(config, overrides)]
+    if isinstance(config, str) and config == overrides:
+        coerced = _coerce_string(config, _types(schema))
+        if isinstance(coerced, (dict, list)):
+            return coerce_overrides(coerced, coerced, schema)
+        return coerced
+    return config
+
+
+# ---- the study --------------------------------------------------------------------------------
+def load_study(config: Mapping, *, overrides: Mapping | None = None, check_environment: bool = True,
+               workdir: str | Path = ".") -> Study:
+    """Check a config (a dict as read from YAML, or Snakemake's `config`) and return the Study.
+
+    `overrides`: the `--config` values (their strings are read as the schema's types).
+    `check_environment`: also check packages, files, data sizes and the tracking store
+    (False for a job that re-reads a config its workflow already checked).
+    `workdir`: where results/<study>/ is (Snakemake's working directory).
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"<config>: a config must be a mapping of keys (study:, model:, ...), got {type(config).__name__}")
+    schema = _schema()
+    raw = copy.deepcopy(_plain(config))
+    if overrides:
+        coerce_overrides(raw, _plain(overrides), schema)
+    _check_finite(raw)
+    _validate(raw, schema)
+    variants = {name: resolve_variant(raw, name) for name in raw["variants"]}
+    check_study(raw, variants)
+    resolved = dict(raw, variants={name: resolved_entry(raw["variants"][name], v) for name, v in variants.items()})
+    study = Study(
+        name=raw["study"],
+        config=freeze(resolved),
+        variants=freeze(variants),
+        grid_variants=tuple(raw["grid"]["variants"]),
+        seeds=tuple(raw["grid"]["seeds"]),
+        temperatures=tuple(float(t) for t in raw["generation"]["temperatures"]),
+    )
+    if check_environment:
+        from dpolab.checks import check_environment as check_machine
+
+        check_machine(study, Path(workdir))
+    return study
+
+
+def _plain(value):
+    """dict/list copies of Snakemake's config (OrderedDicts, its Config class)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def resolve_variant(config: dict, name: str) -> Variant:
+    """A variant entry, checked: either a registry loss (`loss:`, trained by the dpo rule) or a
+    rule file (`rule:`, workflow/rules/variants/<rule>.smk)."""
+    where, spec = f"variants.{name}", config["variants"][name]
     if ("loss" in spec) == ("rule" in spec):
         raise ConfigError(f"{where}: give exactly one of `loss` (a loss in dpolab.losses, trained by the dpo rule) "
                           "or `rule` (a rule file workflow/rules/variants/<rule>.smk)")
+    params = {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
+    betas = tuple(float(b) for b in spec.get("betas") or config["grid"]["betas"])
+    betas_key = f"{where}.betas" if spec.get("betas") else "grid.betas"
+    check_distinct_in_paths(betas, betas_key, "beta")
     if "loss" in spec:
-        if spec.setdefault("starts_from", "sft") != "sft":
+        starts_from = spec.get("starts_from", "sft")
+        if starts_from != "sft":
             raise ConfigError(f"{where}.starts_from: a registry-loss variant trains the SFT model against the SFT "
                               "reference log-probs; only 'sft' is possible (a rule variant may start from 'base')")
-        return losses.check_params(spec["loss"], loss_params(spec), where=where)
-    from dpolab.variants import check_rule_variant
+        checked = losses.check_params(spec["loss"], params, where=where)
+        return Variant(name, "dpo", spec["loss"], freeze(checked), betas, "sft")
+    settings = check_rule_variant(spec["rule"], {**params, **({"starts_from": spec["starts_from"]} if "starts_from" in spec
+                                                              else {})}, where=where, dpo_section=config["dpo"])
+    return Variant(name, spec["rule"], spec["rule"], freeze(settings), betas, settings["starts_from"])
 
-    params = check_rule_variant(spec["rule"], loss_params(spec), where=where, dpo_section=config["dpo"])
-    spec.update(params)  # the rule's defaults (ORPO: starts_from base) made explicit in the resolved config
-    return params
+
+def resolved_entry(spec: dict, variant: Variant) -> dict:
+    """A variant's entry in the resolved config: as written, with its defaults made explicit."""
+    entry = {("loss" if variant.registry else "rule"): variant.loss, **thaw(variant.params),
+             "starts_from": variant.starts_from}
+    if spec.get("betas"):
+        entry["betas"] = list(spec["betas"])
+    return entry
+
+
+def check_rule_variant(rule: str, params: dict, *, where: str, dpo_section: dict) -> dict:
+    """A rule variant's settings, checked and with defaults (dpolab.variants holds the settings
+    classes of the shipped ones); errors name the config key."""
+    from dataclasses import asdict, fields
+
+    if rule in WORKFLOW_RULES:
+        hint = " (a registry loss is `loss: dpo`)" if rule == "dpo" else ""
+        raise ConfigError(f"{where}.rule: {rule!r} is one of the workflow's own rules; a rule variant needs its own name{hint}")
+    settings_class = RULE_VARIANTS.get(rule, RuleVariant)
+    known = {f.name for f in fields(settings_class)}
+    if rule in RULE_VARIANTS:
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: rule {rule!r} takes no parameter {unknown[0]!r} "
+                              f"(allowed: {', '.join(sorted(known))})")
+    try:
+        settings = settings_class(**{k: v for k, v in params.items() if k in known})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.{error}") from None
+    check_train_overrides(settings.train, dpo_section, where=f"{where}.train")
+    return {**params, **asdict(settings)}
+
+
+def check_train_overrides(train: dict, dpo_section: dict, *, where: str) -> None:
+    """`train:` holds keys of the dpo: section, checked against the schema's dpo: section."""
+    unknown = sorted(set(train) - set(dpo_section))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: not a key of the dpo: section (keys: {', '.join(sorted(dpo_section))})")
+    _validate({**dpo_section, **train}, _schema()["properties"]["dpo"], prefix=where)
+
+
+def check_distinct_in_paths(values, key: str, name: str) -> None:
+    """Grid values become path folders (`beta~0.1`): two that print alike would be one folder."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        label = format_value(float(value))
+        if label in seen:
+            raise ConfigError(f"{key}: {seen[label]!r} and {value!r} are both written {name}~{label} in paths "
+                              "(6 significant digits); keep one or make them differ more")
+        seen[label] = value
+
+
+def check_study(config: dict, variants: dict[str, Variant]) -> None:
+    """Cross-key checks JSON Schema cannot express (the config alone; no files read)."""
+    name = config["study"]
+    if len(name) > STUDY_NAME_MAX:
+        raise ConfigError(f"study: {_short(name)} is too long: at most {STUDY_NAME_MAX} characters "
+                          "(it names a results folder, the MLflow experiment and cluster jobs)")
+    for index, variant in enumerate(config["grid"]["variants"]):
+        if variant not in variants:
+            raise ConfigError(f"grid.variants.{index}: unknown variant {variant!r}; defined in variants: "
+                              f"{', '.join(sorted(variants))}")
+    check_distinct_in_paths(config["generation"]["temperatures"], "generation.temperatures", "temp")
+    model = config["model"]
+    if model["source"] in ("local", "hub") and not model.get("path"):
+        raise ConfigError(f"model.path: required when model.source is {model['source']!r}")
+    if model["source"] == "scratch":
+        scratch = model["scratch"]
+        if scratch["hidden_size"] % scratch["num_attention_heads"]:
+            raise ConfigError("model.scratch.hidden_size: must be divisible by model.scratch.num_attention_heads "
+                              f"(got {scratch['hidden_size']} and {scratch['num_attention_heads']})")
+    data = config["data"]
+    if data["prompt_min_tokens"] > data["prompt_max_tokens"]:
+        raise ConfigError(f"data.prompt_min_tokens: must be <= data.prompt_max_tokens (got {data['prompt_min_tokens']} "
+                          f"> {data['prompt_max_tokens']})")
+    if data["eval_fraction"] + data["test_fraction"] >= 1:
+        raise ConfigError("data.test_fraction: data.eval_fraction + data.test_fraction must be below 1")
+    check_judges(config)
+    check_tracking_scheme(config["mlflow"]["tracking_uri"])
 
 
 def check_judges(config: dict) -> None:
-    from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
-
     judges = config["judges"]
     for name, spec in judges.items():
         where, kind = f"judges.{name}", spec["kind"]
@@ -107,122 +412,41 @@ def check_judges(config: dict) -> None:
                     raise ConfigError(f"{where}.source: a reward model needs a local folder or hub id, not the base model")
             elif not spec.get("path"):
                 raise ConfigError(f"{where}.path: required when {where}.source is {spec['source']!r}")
-            elif spec["source"] == "local" and not Path(spec["path"]).is_dir():
-                raise ConfigError(f"{where}.path: {spec['path']!r} is not a folder ({where}.source is 'local')")
         if kind == "llm_pairwise":
-            try:
-                check_template(spec.get("template") or DEFAULT_PAIRWISE_TEMPLATE, f"{where}.template")
-            except ValueError as error:
-                raise ConfigError(str(error)) from None
-            if len(set(spec["labels"].values())) != 3:
-                raise ConfigError(f"{where}.labels: first, second and tie must differ")
+            check_template(spec.get("template") or DEFAULT_PAIRWISE_TEMPLATE, f"{where}.template")
+            labels = spec["labels"]
+            for label, text in labels.items():
+                if not text.strip():
+                    raise ConfigError(f"{where}.labels.{label}: must not be empty")
+            if len({text.strip() for text in labels.values()}) != 3:
+                raise ConfigError(f"{where}.labels: first, second and tie must differ (got {dict(labels)})")
     if all(spec["kind"] == "llm_pairwise" for spec in judges.values()):
-        raise ConfigError("judges: add at least one pointwise judge (gold, vader or reward_model); the score-length analysis needs scores")
+        raise ConfigError("judges: add at least one pointwise judge (gold, vader or reward_model); "
+                          "the score-length analysis needs scores")
     primary = config["evaluation"]["primary_judge"]
     if primary not in judges:
         raise ConfigError(f"evaluation.primary_judge: {primary!r} is not a judge; judges: {', '.join(judges)}")
 
 
-def pairwise_judges(config: dict) -> list[str]:
-    return [name for name, spec in config["judges"].items() if spec["kind"] == "llm_pairwise"]
+def check_tracking_scheme(uri: str | None) -> None:
+    """MLflow stores dpolab can check and use: a tracking server over HTTP(S), or a sqlite file."""
+    if uri is None:
+        return
+    if not uri.startswith(TRACKING_SCHEMES) or uri in TRACKING_SCHEMES:
+        raise ConfigError(f"mlflow.tracking_uri: {_short(uri)} is not supported; use an MLflow tracking server "
+                          "(http://host:port or https://...) or a sqlite file (sqlite:////absolute/path/mlflow.db), "
+                          "or leave it null for results/<study>/mlflow.db")
+    if uri.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
 
-
-def pointwise_judges(config: dict) -> list[str]:
-    return [name for name, spec in config["judges"].items() if spec["kind"] != "llm_pairwise"]
-
-
-def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    """Read a YAML study config, apply overrides, validate (defaults filled in)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    config = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: a config must be a mapping")
-    config.update(overrides or {})
-    return validate_config(config)
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One trained policy of the study."""
-
-    variant: str
-    beta: float
-    seed: int
-    loss: str  # the registry loss, or the rule of a rule variant (kto, orpo, ...)
-    loss_params: dict  # the loss's parameters, or the rule variant's settings
-    rule: str = "dpo"  # the rule that trains this policy
-    starts_from: str = "sft"  # the model training starts from: sft, or base (SFT skipped)
-
-    @property
-    def skipped_sft(self) -> bool:
-        return self.starts_from != "sft"
-
-    @property
-    def path(self) -> str:
-        return f"variant~{self.variant}/beta~{format_value(self.beta)}/seed~{self.seed}"
-
-
-VARIANT_KEYS = ("loss", "rule", "betas", "starts_from")  # the rest of a variant's entry are its parameters
-
-
-def loss_params(spec: dict) -> dict:
-    return {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
-
-
-def variant_betas(config: dict, variant: str) -> list[float]:
-    """The variant's own `betas` when it sets them (SimPO's beta scales length-normalised
-    log-probs, ~20x DPO's), else the grid's."""
-    return [float(b) for b in config["variants"][variant].get("betas") or config["grid"]["betas"]]
-
-
-def all_betas(config: dict) -> list[float]:
-    return list(dict.fromkeys(b for v in config["grid"]["variants"] for b in variant_betas(config, v)))
-
-
-def grid_points(config: dict) -> list[GridPoint]:
-    points = []
-    for v in config["grid"]["variants"]:
-        spec = config["variants"][v]
-        params = check_variant(config, v, spec)
-        rule = spec.get("rule", "dpo")
-        for b in variant_betas(config, v):
-            for s in config["grid"]["seeds"]:
-                points.append(GridPoint(v, float(b), int(s), spec.get("loss", rule), params, rule, spec["starts_from"]))
-    return points
-
-
-def registry_variants(config: dict) -> list[str]:
-    """Grid variants trained by the `dpo` rule (a loss from the registry)."""
-    return [v for v in config["grid"]["variants"] if "loss" in config["variants"][v]]
-
-
-def variant_rules(config: dict) -> dict[str, list[str]]:
-    """Rule of each rule-based grid variant -> its variants, e.g. {"kto": ["kto", "kto_one"]}."""
-    rules: dict[str, list[str]] = {}
-    for v in config["grid"]["variants"]:
-        if "rule" in config["variants"][v]:
-            rules.setdefault(config["variants"][v]["rule"], []).append(v)
-    return rules
-
-
-def grid_point(config: dict, variant: str, beta: str | float, seed: str | int) -> GridPoint:
-    for point in grid_points(config):
-        if point.variant == variant and format_value(point.beta) == format_value(float(beta)) and point.seed == int(seed):
-            return point
-    raise KeyError(f"no grid point variant={variant} beta={beta} seed={seed}")
-
-
-def parse_policy(policy: str) -> dict[str, str]:
-    """`variant~v/beta~b/seed~s` -> {"variant": v, "beta": b, "seed": s}; `sft` -> {}."""
-    return {} if policy == "sft" else dict(part.split("~", 1) for part in policy.split("/"))
-
-
-def policies(config: dict) -> list[str]:
-    """Policy ids as used in paths: `sft` and one `variant~v/beta~b/seed~s` per grid point."""
-    return ["sft"] + [p.path for p in grid_points(config)]
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+        except ValueError as error:
+            raise ConfigError(f"mlflow.tracking_uri: {_short(uri)} is not a valid URL ({error})") from None
+        if not parts.hostname:
+            raise ConfigError(f"mlflow.tracking_uri: {_short(uri)} names no host")
+        if parts.username or parts.password:
+            raise ConfigError("mlflow.tracking_uri: do not put credentials in the URI (they would be logged and "
+                              "stored with the config); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                              "in the environment instead")

@@ -12,8 +12,8 @@ from pathlib import Path
 import mlflow
 
 from dpolab import tracking
-from dpolab.config import grid_point, parse_policy
-from dpolab.variants import train_section
+from dpolab.config import load_study
+from dpolab.study import Study, parse_policy, thaw
 
 GRID_TAGS = ("variant", "beta", "seed", "temperature", "policy")
 
@@ -58,9 +58,21 @@ def vllm_cache(snakemake) -> Path:
     return Path(snakemake.input.study_run).parents[1] / "vllm-cache"
 
 
-def temperatures_tag(config: dict) -> dict:
+def temperatures_tag(study: Study) -> dict:
     """The `temperature` tag of a job that covers every configured temperature."""
-    return {"temperature": ",".join(f"{float(t):g}" for t in config["generation"]["temperatures"])}
+    return {"temperature": ",".join(study.temperature_labels)}
+
+
+_STUDIES: dict[int, Study] = {}
+
+
+def study_of(snakemake) -> Study:
+    """The job's study, from the resolved config its workflow checked (machine checks were made
+    there, so only the config's own checks run again: milliseconds)."""
+    key = id(snakemake.config)
+    if key not in _STUDIES:
+        _STUDIES[key] = load_study(snakemake.config, check_environment=False)
+    return _STUDIES[key]
 
 
 @contextmanager
@@ -89,13 +101,12 @@ def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> 
     """A training job on the output contract (the dpo rule and the rule variants): its run
     (stage dpo, with `tags`), `train(**arguments, out_dir=, use_cpu=, mlflow_active=True)`
     writing model/ and train_log.json, then the final loss and the model folder logged."""
-    config = snakemake.config
     with job(snakemake, "dpo", params=params):
         mlflow.set_tags(tags)
-        result = train(**arguments, out_dir=Path(snakemake.output.model).parent, use_cpu=config["device"] == "cpu",
-                       mlflow_active=True)
+        result = train(**arguments, out_dir=Path(snakemake.output.model).parent,
+                       use_cpu=study_of(snakemake).device == "cpu", mlflow_active=True)
         mlflow.log_metrics({"final_train_loss": result["train_loss"]})
-        tracking.log_model_dir(Path(snakemake.output.model), config)
+        tracking.log_model_dir(Path(snakemake.output.model), snakemake.config)
     return result
 
 
@@ -106,19 +117,19 @@ def train_rule_variant(snakemake, train, *, settings: tuple[str, ...] = (), **da
     passed to `train` with `data` (the rule's inputs, read)."""
     from dpolab.train import DPOSettings  # here: every job imports jobs, only training jobs need torch and TRL
 
-    wildcards = snakemake.wildcards
-    point = grid_point(snakemake.config, wildcards.variant, wildcards.beta, wildcards.seed)
-    section = train_section(snakemake.config, point.loss_params)
+    wildcards, study = snakemake.wildcards, study_of(snakemake)
+    point = study.point(wildcards.variant, wildcards.beta, wildcards.seed)
+    section = study.train_section(point.variant)
     return train_policy(
         snakemake,
         train,
-        params={"dpo": section, "loss": {"name": point.loss, "beta": point.beta, **point.loss_params}},
+        params={"dpo": section, "loss": {"name": point.loss, "beta": point.beta, **thaw(point.loss_params)}},
         tags={"loss": point.loss, "starts_from": point.starts_from},
         start_dir=Path(snakemake.input.start),
         cfg=DPOSettings(**section),
         beta=point.beta,
         seed=point.seed,
-        **{name: point.loss_params[name] for name in settings},
+        **{name: thaw(point.loss_params[name]) for name in settings},
         **data,
     )
 

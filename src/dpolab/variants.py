@@ -3,20 +3,16 @@ the `dpo` rule's loss registry: KTO learns from unpaired feedback with TRL's KTO
 folds SFT into the preference loss with TRL's ORPOTrainer and needs no reference model.
 
 A config entry names the rule (`kto: {rule: kto, desirable_weight: 1.0}`); its other keys are
-the rule's settings, checked here while the config is read, before any job. A rule file that
+the rule's settings, checked by dpolab.config while the config is read, before any job. A rule file that
 dpolab does not ship (a user's own) gets the generic settings (`starts_from`, `train`) and
 passes its other keys through to its job unchecked: its rule file checks them itself.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from dpolab.errors import ConfigError
-
-STARTS_FROM = ("sft", "base")
+from dpolab.study import STARTS_FROM
 # The workflow's own rules: a rule variant needs a rule name of its own.
 WORKFLOW_RULES = frozenset({"all", "mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo",
                             "generate", "evaluate", "pairwise_judge", "compare", "summary"})
@@ -72,10 +68,13 @@ class KTOVariant(RuleVariant):
         _positive("undesirable_weight", self.undesirable_weight)
         if self.examples_per_pair not in ("both", "one"):
             raise ValueError(f"examples_per_pair: must be 'both' or 'one', got {self.examples_per_pair!r}")
-        if self.unpaired_data is not None:
-            from dpolab.unpaired import check_unpaired_source
-
-            check_unpaired_source(self.unpaired_data)
+        # the file itself (columns, labels) is read by the machine checks (dpolab.checks)
+        if self.unpaired_data is not None and (not isinstance(self.unpaired_data, str) or not self.unpaired_data):
+            raise ValueError(f"unpaired_data: must be a file path or a Hub dataset id, got {self.unpaired_data!r}")
+        if not isinstance(self.unpaired_split, str) or not self.unpaired_split:
+            raise ValueError(f"unpaired_split: must be a split name, got {self.unpaired_split!r}")
+        if not isinstance(self.unpair_seed, int) or isinstance(self.unpair_seed, bool):
+            raise ValueError(f"unpair_seed: must be an integer, got {self.unpair_seed!r}")
 
 
 @dataclass
@@ -87,50 +86,3 @@ class ORPOVariant(RuleVariant):
 
 
 RULE_VARIANTS: dict[str, type[RuleVariant]] = {"kto": KTOVariant, "orpo": ORPOVariant}
-
-
-def check_rule_variant(rule: str, params: dict, *, where: str, dpo_section: dict) -> dict:
-    """A rule variant's settings, checked and with defaults; errors name the config key."""
-    if rule in WORKFLOW_RULES:
-        hint = " (a registry loss is `loss: dpo`)" if rule == "dpo" else ""
-        raise ConfigError(f"{where}.rule: {rule!r} is one of the workflow's own rules; a rule variant needs its own name{hint}")
-    settings_class = RULE_VARIANTS.get(rule, RuleVariant)
-    known = {f.name for f in fields(settings_class)}
-    if rule in RULE_VARIANTS:
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: rule {rule!r} takes no parameter {unknown[0]!r} "
-                              f"(allowed: {', '.join(sorted(known))})")
-    try:
-        settings = settings_class(**{k: v for k, v in params.items() if k in known})
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}.{error}") from None
-    check_train_overrides(settings.train, dpo_section, where=f"{where}.train")
-    return {**params, **asdict(settings)}
-
-
-@functools.cache
-def _dpo_section_validator():
-    """The schema's dpo: section, read once per process: every grid lookup re-checks the variants."""
-    import jsonschema
-    import yaml
-
-    from dpolab.config import SCHEMA
-
-    return jsonschema.Draft202012Validator(yaml.safe_load(Path(SCHEMA).read_text())["properties"]["dpo"])
-
-
-def check_train_overrides(train: dict, dpo_section: dict, *, where: str) -> None:
-    """`train:` holds keys of the dpo: section, checked against the schema's dpo: section."""
-    unknown = sorted(set(train) - set(dpo_section))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: not a key of the dpo: section (keys: {', '.join(sorted(dpo_section))})")
-    error = next(_dpo_section_validator().iter_errors({**dpo_section, **train}), None)
-    if error is not None:
-        key = ".".join(str(p) for p in error.absolute_path)
-        raise ConfigError(f"{where}.{key}: {error.message}")
-
-
-def train_section(config: dict, settings: dict) -> dict:
-    """The dpo: section with a rule variant's `train` overrides applied."""
-    return {**config["dpo"], **settings.get("train", {})}

@@ -1,28 +1,35 @@
-# Helpers shared by the rule files: config validation, grid, wildcard constraints, targets.
+# Helpers shared by the rule files: the checked study, wildcard constraints, resources, targets.
 import re
 
 from pathlib import Path
 
-from dpolab.config import (all_betas, format_value, grid_points, pairwise_judges, policies, registry_variants,
-                           validate_config, variant_rules)
+from dpolab.config import check_duplicate_keys, load_study
 from dpolab.errors import ConfigError
 from dpolab.resources import job_resources, model_params
+from dpolab.study import format_value
 
 try:
-    # Schema defaults are filled in here; cross-key checks run before any job is scheduled.
-    validate_config(config)
+    # One check of the config, before any job and on dry runs too: schema (with its defaults),
+    # cross-key checks, and (on the submitting machine) model, data, files and tracking store.
+    # A cluster job re-parses this file: the config alone is checked again there, not the machine.
+    for config_file in workflow.configfiles:
+        check_duplicate_keys(config_file)
+    study = load_study(config, overrides=workflow.config_settings.overwrite_config,
+                       check_environment=not workflow.remote_exec)
 except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
+# Jobs read the resolved config (defaults filled in, --config strings typed) as `snakemake.config`.
+config.clear()
+config.update(study.to_dict())
 
-STUDY = f"results/{config['study']}"
-GRID = grid_points(config)
-POLICIES = policies(config)
-TEMPERATURES = [format_value(float(t)) for t in config["generation"]["temperatures"]]
-DEVICE = config["device"]
+STUDY = study.results_dir
+GRID = study.points
+POLICIES = study.policies
+TEMPERATURES = study.temperature_labels
+DEVICE = study.device
 POLICY_TEMPERATURES = [(p, t) for p in POLICIES for t in TEMPERATURES]  # explicit order for study-wide rules
-PAIRWISE_JUDGES = pairwise_judges(config)
-# the score-vs-length scatter needs a pointwise judge (the config has one): the primary one if it is, else the first
-SCORE_JUDGE = next(j for j in [config["evaluation"]["primary_judge"], *config["judges"]] if config["judges"][j]["kind"] != "llm_pairwise")
+PAIRWISE_JUDGES = study.pairwise_judges
+SCORE_JUDGE = study.score_judge  # the score-vs-length scatter needs a pointwise judge
 
 
 def _one_of(values):
@@ -31,12 +38,12 @@ def _one_of(values):
 
 
 wildcard_constraints:
-    variant=_one_of(config["grid"]["variants"]),
-    beta=_one_of(format_value(b) for b in all_betas(config)),
-    seed=_one_of(config["grid"]["seeds"]),
+    variant=_one_of(study.grid_variants),
+    beta=_one_of(format_value(b) for b in study.betas),
+    seed=_one_of(study.seeds),
     policy=_one_of(POLICIES),
     temperature=_one_of(TEMPERATURES),
-    judge=_one_of(config["judges"]),
+    judge=_one_of(study.config["judges"]),
 
 
 # Threads of a cluster job when the profile does not set them (set-threads): a job owns its
@@ -70,14 +77,14 @@ def heavy_threads():
 
 
 try:
-    MODEL_PARAMS = model_params(config["model"])
+    MODEL_PARAMS = model_params(study.config["model"])
 except ConfigError as error:  # e.g. a local model folder without config.json
     raise WorkflowError(f"invalid config: {error}") from None
 if MODEL_PARAMS is None:
     if local_cores() is None:  # resources decide placement only on a cluster
         raise WorkflowError(
             f"model.n_params: needed to size cluster jobs (mem_mb, runtime) for Hub model "
-            f"{config['model']['path']!r}, whose config.json is not in the local Hugging Face cache; "
+            f"{study.config['model']['path']!r}, whose config.json is not in the local Hugging Face cache; "
             "set it in the config (e.g. n_params: 2.8e+9)"
         )
     MODEL_PARAMS = 1_000_000_000
@@ -86,12 +93,12 @@ if MODEL_PARAMS is None:
 def resources_for(stage):
     """Generic resources of a stage's jobs (mem_mb, runtime in minutes, gpu on cuda), from the
     config (dpolab.resources); a profile's set-resources overrides them."""
-    return job_resources(stage, config, MODEL_PARAMS)
+    return job_resources(stage, study, MODEL_PARAMS)
 
 
 # ---- variants: the dpo rule trains registry losses; a rule file trains each other kind ----------
-REGISTRY_VARIANTS = registry_variants(config)
-VARIANT_RULES = variant_rules(config)  # rule -> its grid variants, e.g. {"kto": ["kto"], "orpo": ["orpo"]}
+REGISTRY_VARIANTS = study.registry_variants
+VARIANT_RULES = study.variant_rules  # rule -> its grid variants, e.g. {"kto": ["kto"], "orpo": ["orpo"]}
 VARIANT_RULE_DIR = Path(workflow.basedir) / "workflow" / "rules" / "variants"
 
 
@@ -129,7 +136,7 @@ def policy_benchmark(rule_name):
 
 def start_model(wildcards):
     """The model a rule variant's training starts from (its `starts_from`: sft or base)."""
-    starts_from = config["variants"][wildcards.variant]["starts_from"]
+    starts_from = study.variants[wildcards.variant].starts_from
     return f"{STUDY}/sft/model" if starts_from == "sft" else f"{STUDY}/base/model"
 
 

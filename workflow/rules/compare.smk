@@ -4,7 +4,7 @@
 
 def pairwise_judge_model(wildcards):
     """The study's base model when the judge uses it (source: base); else nothing to wait for."""
-    spec = config["judges"][wildcards.judge]
+    spec = study.config["judges"][wildcards.judge]
     return [f"{STUDY}/base/model"] if spec["source"] == "base" else []
 
 

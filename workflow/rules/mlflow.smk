@@ -18,14 +18,9 @@ rule mlflow_study:
 
 
 onstart:
-    # before any job: an unreachable tracking server would otherwise fail every job, after
-    # MLflow's client has retried for minutes, and possibly after expensive work
+    # The tracking store was checked when the config was read (common.smk), dry runs included.
     from dpolab import tracking  # here, not at the top: cluster jobs parse this file without hooks
 
-    try:
-        tracking.check_tracking_uri(tracking.tracking_uri(config, STUDY))
-    except ConfigError as error:
-        raise WorkflowError(str(error)) from None
     if Path(STUDY_RUN).exists():
         # runs an earlier launch could not end (killed workflow, SIGKILL, lost node): KILLED,
         # so none stays RUNNING (the working-directory lock means none of them is live)

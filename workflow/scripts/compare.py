@@ -6,27 +6,27 @@ import pandas as pd
 
 from dpolab import jobs
 from dpolab.compare import CompareSettings, dataset_responses, length_analysis, pairwise_judgments, pointwise_judgments, score_table, win_rates
-from dpolab.config import pairwise_judges, pointwise_judges
 from dpolab.judges import make_judge
 
-config, inputs, outputs = snakemake.config, snakemake.input, snakemake.output
-with jobs.job(snakemake, "compare", params={"evaluation": config["evaluation"], "judges": config["judges"]}):
-    settings = CompareSettings.from_config(config["evaluation"])
+study, inputs, outputs = jobs.study_of(snakemake), snakemake.input, snakemake.output
+judge_specs = study.section("judges")
+with jobs.job(snakemake, "compare", params={"evaluation": study.section("evaluation"), "judges": judge_specs}):
+    settings = CompareSettings.from_config(study.section("evaluation"))
     scored = pd.concat([pd.read_parquet(f) for f in inputs.scored], ignore_index=True)
     prompts = pd.read_parquet(inputs.prompts)
     chosen = dataset_responses(prompts)
     test_prompts = prompts.set_index("prompt_id").loc[chosen.index, "prompt"]
     frames = []
-    for name in pointwise_judges(config):
+    for name in study.pointwise_judges:
         chosen_scores = None
         if len(chosen):
-            judge = make_judge(name, config["judges"][name], gold_dir=Path(inputs.judge))
+            judge = make_judge(name, judge_specs[name], gold_dir=Path(inputs.judge))
             chosen_scores = pd.Series(judge.score(test_prompts.tolist(), chosen.tolist()), index=chosen.index)
         frames.append(pointwise_judgments(scored, name, chosen_scores))
-    for name, verdict_file in zip(pairwise_judges(config), inputs.pairwise, strict=True):
+    for name, verdict_file in zip(study.pairwise_judges, inputs.pairwise, strict=True):
         frames.append(pairwise_judgments(pd.read_parquet(verdict_file), scored, name))
     judgments = pd.concat(frames, ignore_index=True)
-    scores = score_table(scored, pointwise_judges(config))
+    scores = score_table(scored, study.pointwise_judges)
     rates = win_rates(judgments, scores, settings, snakemake.params.policies)
     analysis = length_analysis(scored, scores, json.loads(Path(inputs.pair_stats).read_text()), rates)
 

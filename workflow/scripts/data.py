@@ -5,8 +5,9 @@ import mlflow
 from dpolab import jobs
 from dpolab.data import DataConfig, build
 
-cfg = DataConfig(**snakemake.config["data"])
-with jobs.job(snakemake, "data", params={"data": snakemake.config["data"]}):
+data = jobs.study_of(snakemake).section("data")
+cfg = DataConfig(**data)
+with jobs.job(snakemake, "data", params={"data": data}):
     card = build(cfg, Path(snakemake.output.card).parent)
     mlflow.log_metrics({f"reviews_{k}": v for k, v in card["reviews"].items()})
     mlflow.log_artifact(snakemake.output.card)

