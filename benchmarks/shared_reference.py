@@ -82,11 +82,11 @@ def main() -> None:
         tmp = Path(tmp)
         model_dir = args.model
         if model_dir is None:
-            from dpolab.config import ROOT, load_config
+            from dpolab.config import ROOT, read_study
             from dpolab.models import prepare_base_model
 
             model_dir = tmp / "tiny"
-            prepare_base_model(load_config(ROOT / "configs" / "smoke.yaml")["model"], model_dir)
+            prepare_base_model(read_study(ROOT / "configs" / "smoke.yaml").section("model"), model_dir)
         pairs = pd.read_parquet(args.pairs) if args.pairs else synthetic_pairs(args.steps * args.batch_size)
         pairs = pairs.head(args.steps * args.batch_size)
         start = time.perf_counter()

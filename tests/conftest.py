@@ -10,11 +10,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama made from scratch with the package model's tokenizer (as configs/smoke.yaml)."""
-    from dpolab.config import load_config, ROOT
+    from dpolab.config import read_study, ROOT
     from dpolab.models import prepare_base_model
 
-    config = load_config(ROOT / "configs" / "smoke.yaml")
-    model_cfg = dict(config["model"], scratch=dict(config["model"]["scratch"], hidden_size=32, intermediate_size=64))
+    model = read_study(ROOT / "configs" / "smoke.yaml").section("model")
+    model_cfg = dict(model, scratch=dict(model["scratch"], hidden_size=32, intermediate_size=64))
     out = tmp_path_factory.mktemp("tiny") / "model"
     prepare_base_model(model_cfg, out)
     return out
@@ -24,12 +24,11 @@ def tiny_model_dir(tmp_path_factory):
 def vllm_model_dir(tmp_path_factory):
     """The smoke config's tiny Llama (head_dim 64): vLLM's CPU attention does not take the
     head_dim 16 of tiny_model_dir."""
-    from dpolab.config import load_config, ROOT
+    from dpolab.config import read_study, ROOT
     from dpolab.models import prepare_base_model
 
-    config = load_config(ROOT / "configs" / "smoke.yaml")
     out = tmp_path_factory.mktemp("tiny-vllm") / "model"
-    prepare_base_model(config["model"], out)
+    prepare_base_model(read_study(ROOT / "configs" / "smoke.yaml").section("model"), out)
     return out
 
 
@@ -143,6 +142,8 @@ class MlflowServer:
     root: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # e.g. ("--app-name", "basic-auth")
+    env: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -154,9 +155,9 @@ class MlflowServer:
         self.process = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-             "--artifacts-destination", str(self.root / "artifacts")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"),
+             "--artifacts-destination", str(self.root / "artifacts"), *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root,  # the auth app's basic_auth.db
+            env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", **self.env),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

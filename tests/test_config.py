@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpolab.config import all_betas, ROOT, format_value, grid_points, load_config, policies, validate_config
+from dpolab.config import ROOT, check_duplicate_keys, load_study, read_study
 from dpolab.errors import ConfigError
+from dpolab.study import format_value
 
 DEFAULT = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
 
@@ -33,33 +34,34 @@ _DELETE = object()
 
 def test_shipped_configs_are_valid_and_get_schema_defaults():
     for name in ("default", "smoke", "length_bias"):
-        config = load_config(ROOT / "configs" / f"{name}.yaml")
-        assert config["study"] == name
-        assert config["mlflow"]["tracking_uri"] is None  # default from the schema
-        assert config["evaluation"]["confidence_level"] == 0.95
+        study = read_study(ROOT / "configs" / f"{name}.yaml")
+        assert study.name == name and study.config["study"] == name
+        assert study.config["mlflow"]["tracking_uri"] is None  # default from the schema
+        assert study.config["evaluation"]["confidence_level"] == 0.95
 
 
 def test_grid_points_and_policy_paths():
-    config = load_config(ROOT / "configs" / "default.yaml")
-    points = grid_points(config)
+    study = read_study(ROOT / "configs" / "default.yaml")
+    points = study.points
     # dpo, ipo, cdpo over the grid's betas; rdpo, simpo and the rule variants kto and orpo at their own
     assert len(points) == 3 * 3 + 1 + 1 + 1 + 1
     assert points[0].path == "variant~dpo/beta~0.05/seed~0"
-    assert policies(config)[0] == "sft" and len(policies(config)) == 14
+    assert study.policies[0] == "sft" and len(study.policies) == 14
     assert [(p.variant, p.rule, p.beta, p.starts_from) for p in points if p.rule != "dpo"] == [
         ("kto", "kto", 0.1, "sft"), ("orpo", "orpo", 0.1, "base")]
     cdpo = [p for p in points if p.variant == "cdpo"][0]
     assert cdpo.loss_params == {"label_smoothing": 0.1}
     simpo = [p for p in points if p.variant == "simpo"]
     assert [(p.beta, p.loss_params) for p in simpo] == [(2.0, {"gamma": 1.0})]  # "betas" is not a loss parameter
-    assert all_betas(config) == [0.05, 0.1, 0.5, 2.0]
+    assert study.betas == [0.05, 0.1, 0.5, 2.0]
+    assert study.point("simpo", "2", "0") is simpo[0] and study.point("dpo", 0.05, 0) is points[0]
     assert format_value(1.0) == "1" and format_value(0.05) == "0.05" and format_value(0) == "0"
 
 
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"grid__variants": ["dpo", "kto2"]}, r"grid\.variants\[1\]: unknown variant 'kto2'"),
+        ({"grid__variants": ["dpo", "kto2"]}, r"grid\.variants\.1: unknown variant 'kto2'"),
         ({"variants__ipo": {"loss": "ipoo"}}, r"variants\.ipo\.loss: unknown loss 'ipoo'"),
         ({"grid__betas": [0.1, 0.0]}, r"grid\.betas\.1: 0\.0 is less than or equal to the minimum of 0"),
         ({"grid__betas": [-0.5]}, r"grid\.betas\.0: -0\.5 is less than or equal to the minimum of 0"),
@@ -70,13 +72,13 @@ def test_grid_points_and_policy_paths():
         ({"study": _DELETE}, r"^study: required key is missing"),
         ({"grid__betas": _DELETE}, r"^grid\.betas: required key is missing"),
         ({"model__source": _DELETE}, r"^model\.source: required key is missing"),
-        ({"dpo": {"max_stepz": 3}}, r"^dpo: Additional properties are not allowed \('max_stepz'"),
+        ({"dpo": {"max_stepz": 3}}, r"^dpo\.max_stepz: unknown key \(allowed here: batch_size, "),
         ({"model": {"source": "local"}}, r"^model\.path: required when model\.source is 'local'"),
     ],
 )
 def test_bad_config_names_the_key(changes, message):
     with pytest.raises(ConfigError, match=message):
-        validate_config(_config(**changes))
+        load_study(_config(**changes))
 
 
 def test_snakemake_stops_before_any_job(tmp_path):
@@ -101,7 +103,7 @@ def test_dry_run(name):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    points = grid_points(load_config(ROOT / "configs" / f"{name}.yaml"))
+    points = read_study(ROOT / "configs" / f"{name}.yaml").points
     for rule in ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "generate", "evaluate",
                  "compare", "summary"):
         assert rule in out, rule
@@ -123,3 +125,119 @@ def test_a_config_file_replaces_the_default_study():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dpo/variant~orpo/beta~0.1/seed~0/model" in result.stdout
     assert "beta~2" not in result.stdout and "variant~ipo" not in result.stdout and "results/default" not in result.stdout
+
+
+# ---- one checked, frozen study ----------------------------------------------------------------
+def test_checking_leaves_the_users_dict_alone_and_the_study_is_frozen():
+    import dataclasses
+
+    config = _config()
+    before = copy.deepcopy(config)
+    study = load_study(config)
+    assert config == before  # no defaults written into it, no variant settings made explicit
+    assert study.config["variants"]["orpo"]["starts_from"] == "base"  # ...they are in the study's resolved copy
+    assert study.config["dpo"]["gradient_accumulation_steps"] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        study.name = "other"
+    with pytest.raises(TypeError):
+        study.config["dpo"]["max_steps"] = 1  # read-only all the way down
+    with pytest.raises(TypeError):
+        study.variants["cdpo"].params["label_smoothing"] = 0.3
+    section = study.section("dpo")
+    section["max_steps"] = 1  # a copy: the study is unchanged
+    assert study.config["dpo"]["max_steps"] == DEFAULT["dpo"]["max_steps"]
+    assert load_study(study.to_dict(), check_environment=False) == study  # the resolved config reads back as the same study
+
+
+def test_checking_a_config_imports_neither_torch_nor_vllm():
+    """The Snakefile checks the config in every parse (dry runs, each cluster job): heavy imports
+    there cost seconds each time."""
+    code = ("import sys; from dpolab.config import read_study; read_study('configs/default.yaml'); "
+            "read_study('configs/smoke.yaml'); "
+            "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'mlflow', 'trl', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def _imports(path: Path) -> set[str]:
+    """dpolab modules a source file imports, at the top or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dpolab"):
+            names = [node.module] if node.module != "dpolab" else [f"dpolab.{a.name}" for a in node.names]
+            found.update(names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("dpolab."))
+    return found
+
+
+def test_no_import_cycle_among_dpolab_modules():
+    package = ROOT / "src" / "dpolab"
+    graph = {f"dpolab.{p.stem}": _imports(p) for p in package.glob("*.py") if p.stem != "__init__"}
+    assert len(graph) > 15 and graph["dpolab.config"] >= {"dpolab.study", "dpolab.variants", "dpolab.losses"}
+
+    def cycle_from(module, trail):
+        for imported in sorted(graph.get(module, ())):
+            if imported in trail:
+                return trail[trail.index(imported):] + [imported]
+            found = cycle_from(imported, trail + [imported])
+            if found:
+                return found
+        return None
+
+    for module in graph:
+        assert cycle_from(module, [module]) is None, " -> ".join(cycle_from(module, [module]))
+
+
+# ---- holes found by trying broken inputs (tests/test_bad_inputs.py tries them all through Snakemake)
+@pytest.mark.parametrize("changes, message", [
+    ({"grid__betas": [0.1, float("nan")]}, r"^grid\.betas\.1: nan is not a finite number"),
+    ({"generation__temperatures": [float("inf")]}, r"^generation\.temperatures\.0: inf is not a finite number"),
+    ({"dpo__learning_rate": float("nan")}, r"^dpo\.learning_rate: nan is not a finite number"),
+    ({"variants__cdpo": {"loss": "cdpo", "label_smoothing": float("nan")}}, r"^variants\.cdpo\.label_smoothing: nan is not"),
+    ({"grid__betas": [0.1, 0.1000001]}, r"^grid\.betas: 0\.1 and 0\.1000001 are both written beta~0\.1 in paths"),
+    ({"generation__temperatures": [0.7, 0.70000001]}, r"^generation\.temperatures: 0\.7 and 0\.70000001 are both written temp~0\.7"),
+    ({"variants__simpo": {"loss": "simpo", "betas": [2.0, 2.0000001]}}, r"^variants\.simpo\.betas: 2\.0 and 2\.0000001"),
+    ({"grid__seeds": [1.0]}, r"^grid\.seeds\.0: 1\.0 is not of type integer \(write it without a decimal point\)"),
+    ({"dpo__max_steps": 5.0}, r"^dpo\.max_steps: 5\.0 is not of type integer"),
+    ({"study": "x" * 300}, r"^study: 'x{40,}\.\.\.' \(300 characters\) has characters|^study: .* is too long"),
+    ({"study": "a/b"}, r"^study: 'a/b' has characters that are not allowed"),
+    ({"mlflow": {"tracking_uri": "not a uri"}}, r"^mlflow\.tracking_uri: 'not a uri' is not supported"),
+    ({"mlflow": {"tracking_uri": "ftp://host/x"}}, r"^mlflow\.tracking_uri: 'ftp://host/x' is not supported"),
+    ({"mlflow": {"tracking_uri": "http://user:secret@host:5000"}}, r"^mlflow\.tracking_uri: do not put credentials in the URI"),
+    ({"judges": {"gold": {"kind": "gold"}, "llm": {"kind": "llm_pairwise", "source": "base", "template": "{prompt} {first} { {second}"}}},
+     r"^judges\.llm\.template: not a valid template \(.*\); write a literal brace as \{\{ or \}\}"),
+    ({"data__n_test_prompts": 100_000}, r"^data\.n_test_prompts: 100000 prompts asked, but the test split has 2500 of the 25000"),
+])
+def test_holes_are_closed(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(_config(**changes))
+
+
+def test_duplicate_yaml_keys_are_refused_with_the_key_and_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("study: dup\nvariants:\n  dpo: {loss: dpo}\n  ipo: {loss: ipo}\n  dpo: {loss: ipo}\n")
+    with pytest.raises(ConfigError, match=r"^variants\.dpo: key 'dpo' appears twice in .*dup\.yaml \(lines 3 and 5\)"):
+        check_duplicate_keys(path)
+    with pytest.raises(ConfigError, match=r"^variants\.dpo: key 'dpo' appears twice"):
+        read_study(path)
+
+
+def test_command_line_strings_are_read_as_the_schema_types():
+    """Snakemake reads `--config 'dpo={max_steps: 5}'` with YAML's base loader: '5' is a string."""
+    config = _config()
+    config["dpo"]["max_steps"] = "5"
+    config["grid"]["seeds"] = ["0", "1"]
+    config["mlflow"] = {"tracking_uri": "null", "log_models": "false"}
+    overrides = {"dpo": {"max_steps": "5"}, "grid": {"seeds": ["0", "1"]}, "mlflow": {"tracking_uri": "null", "log_models": "false"}}
+    study = load_study(config, overrides=overrides)
+    assert study.config["dpo"]["max_steps"] == 5 and study.seeds == (0, 1)
+    assert study.config["mlflow"]["tracking_uri"] is None and study.config["mlflow"]["log_models"] is False
+    assert study.config["dpo"]["batch_size"] == DEFAULT["dpo"]["batch_size"]  # the rest of the section stays
+    with pytest.raises(ConfigError, match=r"^dpo\.max_steps: 'five' is not of type integer"):
+        load_study(_config(dpo__max_steps="five"), overrides={"dpo": {"max_steps": "five"}})
+    with pytest.raises(ConfigError, match=r"^dpo\.max_steps: '5' is not of type integer"):
+        load_study(_config(dpo__max_steps="5"))  # a quoted number in a file is the file's mistake

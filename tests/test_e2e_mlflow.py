@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from dpolab.config import grid_points, load_config, variant_rules
+from dpolab.config import read_study
 from dpolab.report import PLOTS
 from dpolab.tracking import BENCHMARK_METRICS
 
@@ -70,7 +70,7 @@ def check_store(work: Path) -> dict:
     """Assert the whole store and return what was counted, run by run: {run name: {"benchmarks",
     "metric_points", "artifacts"}}, the study's parent run under "study"."""
     study, info, client, runs = store(work)
-    config = load_config(work / "configs" / "smoke.yaml")
+    study = read_study(work / "configs" / "smoke.yaml")
     parent = next(r for r in runs if r.info.run_id == info["parent_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]]
     finished = [r for r in children if r.info.status == "FINISHED"]
@@ -80,9 +80,9 @@ def check_store(work: Path) -> dict:
     # one finished run per job: one per (rule, wildcards), named from them
     names = Counter(r.info.run_name for r in finished)
     assert max(names.values()) == 1, names
-    n_policies = len(grid_points(config)) + 1
+    n_policies = len(study.points) + 1
     # training jobs of every kind (the dpo rule, kto, orpo, a rule file's own) are stage dpo
-    n_kto = len(variant_rules(config).get("kto", []))
+    n_kto = len(study.variant_rules.get("kto", []))
     assert Counter(r.data.tags["stage"] for r in finished) == {
         "data": 1, "judge": 1, "base_model": 1, "sft": 1, "pairs": 1, "reference": 1, "dpo": n_policies - 1,
         "kto_examples": n_kto, "generate": n_policies, "evaluate": n_policies, "pairwise_judge": 1, "compare": 1,

@@ -13,7 +13,7 @@ from statistics import mean, median
 import pandas as pd
 import pytest
 
-from dpolab.config import load_config
+from dpolab.config import read_study
 from dpolab.resources import job_resources, model_params
 
 from conftest import SLURM_GRID, local_only, store
@@ -126,8 +126,8 @@ def test_scancel_is_reported_and_the_rerun_completes(smoke_studies):
 def test_time_limit_is_reported_and_the_rerun_completes(smoke_studies):
     faulty, timed_out = smoke_studies.faulty_launch, smoke_studies.lost["timed_out"]
     # the job had been submitted with the rule's runtime resource as its time limit (--time)
-    config = load_config(smoke_studies.server_work / "configs" / "smoke.yaml")
-    runtime = job_resources("generate", config, model_params(config["model"]))["runtime"]
+    study = read_study(smoke_studies.server_work / "configs" / "smoke.yaml")
+    runtime = job_resources("generate", study, model_params(study.config["model"]))["runtime"]
     assert timed_out["time_limit"] == f"{runtime}:00"
     assert "Error in rule generate" in faulty.stdout, faulty.stdout[-4000:]
     assert f"SLURM-job '{timed_out['slurm_job_id']}' failed, SLURM status is: 'TIMEOUT'" in faulty.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpolab.config import ROOT, grid_points, load_config
+from dpolab.config import ROOT, read_study
 from dpolab.report import PLOTS, SUMMARY_COLUMNS
 
 from conftest import README_RULE_VARIANT, store
@@ -22,13 +22,14 @@ RULES = ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "referen
 @pytest.fixture(scope="module")
 def smoke(smoke_studies):
     """The run against the default sqlite store (see conftest.smoke_studies)."""
-    return smoke_studies.sqlite, load_config(smoke_studies.sqlite / "configs" / "smoke.yaml")
+    return smoke_studies.sqlite, read_study(smoke_studies.sqlite / "configs" / "smoke.yaml")
 
 
 def test_summary_has_every_policy_temperature_and_judge(smoke):
-    work, config = smoke
+    work, spec = smoke
+    config = spec.config
     table = pd.read_csv(work / "results" / "smoke" / "summary.csv")
-    points = grid_points(config)
+    points = spec.points
     temperatures, judges = config["generation"]["temperatures"], list(config["judges"])
     assert len(table) == (len(points) + 1) * len(temperatures) * len(judges)
     assert sorted(table["judge"].unique()) == sorted(judges)
@@ -56,10 +57,11 @@ def test_summary_has_every_policy_temperature_and_judge(smoke):
 
 
 def test_compare_outputs(smoke):
-    work, config = smoke
+    work, spec = smoke
+    config = spec.config
     study = work / "results" / "smoke" / "compare"
     judgments = pd.read_parquet(study / "judgments.parquet")
-    n_prompts, n_policies = config["data"]["n_test_prompts"], len(grid_points(config)) + 1
+    n_prompts, n_policies = config["data"]["n_test_prompts"], len(spec.points) + 1
     per_judge = judgments.groupby(["judge", "opponent"]).size().to_dict()
     n_temps = len(config["generation"]["temperatures"])
     for judge in config["judges"]:
@@ -95,7 +97,8 @@ def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
     """KTO and ORPO (shipped rule files) and Preferred-FT (the README's rule file, which only
     the test's copy of the workflow has) next to the dpo rule's variant: rows in summary.csv
     with the same columns, every plot, and their MLflow runs, with no other file changed."""
-    work, config = smoke
+    work, spec = smoke
+    config = spec.config
     study = work / "results" / "smoke"
     table = pd.read_csv(study / "summary.csv")
     assert list(table.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS

@@ -4,9 +4,10 @@ tiny local model (mechanics: both orders, label parsing, position bias)."""
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import torch
 
-from dpolab.config import load_config, ROOT
+from dpolab.config import load_study, read_study, ROOT
 from dpolab.errors import ConfigError
 from dpolab.judges import LLMPairwiseJudge, RewardModelJudge, VaderJudge, combine_orders, make_judge, position_bias
 
@@ -45,9 +46,9 @@ def test_reward_model_scores_are_the_heads_logit_whatever_the_batch(reward_model
 
 
 def test_reward_model_judge_from_config(reward_model_dir):
-    config = load_config(ROOT / "configs" / "smoke.yaml", {"judges": {"rm": {"kind": "reward_model", "path": str(reward_model_dir)}},
+    study = read_study(ROOT / "configs" / "smoke.yaml", {"judges": {"rm": {"kind": "reward_model", "path": str(reward_model_dir)}},
                                                            "evaluation": {"primary_judge": "rm"}})
-    judge = make_judge("rm", config["judges"]["rm"])
+    judge = make_judge("rm", study.section("judges")["rm"])
     assert judge.name == "rm" and not judge.pairwise and judge.score(PROMPTS[:1], GOOD[:1]).shape == (1,)
 
 
@@ -64,12 +65,12 @@ def test_reward_model_judge_from_config(reward_model_dir):
 )
 def test_judge_config_errors_name_the_key(judges, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(ROOT / "configs" / "smoke.yaml", {"judges": {"gold": {"kind": "gold"}, **judges}})
+        read_study(ROOT / "configs" / "smoke.yaml", {"judges": {"gold": {"kind": "gold"}, **judges}})
 
 
 def test_primary_judge_must_exist():
     with pytest.raises(ConfigError, match=r"evaluation.primary_judge: 'rm' is not a judge"):
-        load_config(ROOT / "configs" / "smoke.yaml", {"evaluation": {"primary_judge": "rm"}})
+        read_study(ROOT / "configs" / "smoke.yaml", {"evaluation": {"primary_judge": "rm"}})
 
 
 def test_vader_compares_by_scores():
@@ -111,5 +112,6 @@ def test_llm_judge_labels_must_be_single_tokens(vllm_model_dir, tmp_path):
 
 def test_a_study_needs_a_pointwise_judge():
     with pytest.raises(ConfigError, match=r"judges: add at least one pointwise judge"):
-        load_config(ROOT / "configs" / "smoke.yaml", {"judges": {"llm": {"kind": "llm_pairwise", "source": "base"}},
-                                                       "evaluation": {"primary_judge": "llm"}})
+        config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())  # judges replaced, not merged
+        load_study({**config, "judges": {"llm": {"kind": "llm_pairwise", "source": "base"}},
+                    "evaluation": {"primary_judge": "llm"}})

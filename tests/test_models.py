@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpolab.config import ROOT, validate_config
+from dpolab.config import ROOT, load_study
 from dpolab.models import load_policy, prepare_base_model
 
 DEFAULT = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
@@ -28,8 +28,8 @@ def test_hub_config_validates_and_dry_runs(tmp_path):
     config = copy.deepcopy(DEFAULT)
     config["study"] = "hub-dry-run"
     config["model"] = {"source": "hub", "path": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "main"}
-    validated = validate_config(copy.deepcopy(config))
-    assert validated["model"]["trust_remote_code"] is False  # off unless the config turns it on
+    validated = load_study(config)
+    assert validated.config["model"]["trust_remote_code"] is False  # off unless the config turns it on
     path = tmp_path / "hub.yaml"
     path.write_text(yaml.safe_dump(config))
     snakemake = Path(sys.executable).with_name("snakemake")

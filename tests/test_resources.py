@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig
 
-from dpolab.config import ROOT, load_config
+from dpolab.config import ROOT, read_study
 from dpolab.errors import ConfigError
 from dpolab.resources import (GPU_STAGES, PACKAGE_MODEL_PARAMS, decoder_params, job_resources, model_params,
                               params_from_hf_config)
@@ -44,31 +44,31 @@ def test_params_from_hf_config_match_the_model(hf_config):
 
 
 def test_scratch_and_package_counts_are_exact(vllm_model_dir):
-    config = load_config(ROOT / "configs" / "smoke.yaml")
+    config = read_study(ROOT / "configs" / "smoke.yaml")
     model = AutoModelForCausalLM.from_pretrained(vllm_model_dir)  # the smoke config's scratch model, built for real
     norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
-    assert model_params(config["model"]) == model.num_parameters() - norms
+    assert model_params(config.config["model"]) == model.num_parameters() - norms
     # the package model's count is a constant (reading the GGUF's tensor table takes ~15 s): pin it
     from gguf import GGUFReader
     from dpolab.locate import gguf_path
 
-    default = load_config(ROOT / "configs" / "default.yaml")["model"]
+    default = read_study(ROOT / "configs" / "default.yaml").config["model"]
     reader = GGUFReader(gguf_path(default))
     assert PACKAGE_MODEL_PARAMS[(default["package"], default["gguf_file"])] == sum(int(t.n_elements) for t in reader.tensors)
     assert model_params(default) == 134_515_008
 
 
 def test_model_params_sources(tmp_path, monkeypatch):
-    config = load_config(ROOT / "configs" / "smoke.yaml")
-    assert model_params({**config["model"], "n_params": 7e9}) == 7_000_000_000  # the config wins
+    config = read_study(ROOT / "configs" / "smoke.yaml")
+    assert model_params({**config.config["model"], "n_params": 7e9}) == 7_000_000_000  # the config wins
     local = tmp_path / "ckpt"
     local.mkdir()
     (local / "config.json").write_text(json.dumps(GPT2Config(n_embd=768, n_layer=12).to_dict()))
-    assert model_params({**config["model"], "source": "local", "path": str(local)}) == pytest.approx(124e6, rel=0.02)
+    assert model_params({**config.config["model"], "source": "local", "path": str(local)}) == pytest.approx(124e6, rel=0.02)
     with pytest.raises(ConfigError, match=r"model.path: .*missing/config.json not found"):
-        model_params({**config["model"], "source": "local", "path": str(tmp_path / "missing")})
+        model_params({**config.config["model"], "source": "local", "path": str(tmp_path / "missing")})
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    assert model_params({**config["model"], "source": "hub", "path": "EleutherAI/pythia-2.8b", "revision": None}) is None
+    assert model_params({**config.config["model"], "source": "hub", "path": "EleutherAI/pythia-2.8b", "revision": None}) is None
 
 
 def test_decoder_params_formula():
@@ -79,15 +79,15 @@ def test_decoder_params_formula():
 
 
 def test_resources_scale_with_the_config():
-    config = load_config(ROOT / "configs" / "default.yaml")
+    config = read_study(ROOT / "configs" / "default.yaml")
     n = 134_515_008
     base = {stage: job_resources(stage, config, n) for stage in STAGES}
     for stage, resources in base.items():
         assert isinstance(resources["mem_mb"], int) and isinstance(resources["runtime"], int), stage
         assert resources["mem_mb"] >= 2000 and resources["runtime"] >= 15 and "gpu" not in resources, stage
-    bigger_batch = load_config(ROOT / "configs" / "default.yaml", {"dpo": {"batch_size": 64}})
+    bigger_batch = read_study(ROOT / "configs" / "default.yaml", {"dpo": {"batch_size": 64}})
     assert job_resources("dpo", bigger_batch, n)["mem_mb"] > base["dpo"]["mem_mb"]
-    longer = load_config(ROOT / "configs" / "default.yaml", {"dpo": {"max_steps": 100_000}})
+    longer = read_study(ROOT / "configs" / "default.yaml", {"dpo": {"max_steps": 100_000}})
     assert job_resources("dpo", longer, n)["runtime"] > base["dpo"]["runtime"]
     # a 7B model: more memory for every model stage, more time for training
     for stage in ("base_model", "sft", "dpo", "generate", "evaluate", "reference"):
@@ -98,11 +98,16 @@ def test_resources_scale_with_the_config():
 
 
 def test_gpu_requested_only_on_cuda_and_only_by_device_stages():
-    config = load_config(ROOT / "configs" / "default.yaml", {"device": "cuda"})
+    config = read_study(ROOT / "configs" / "default.yaml", {"device": "cuda"})
     for stage in STAGES:
         assert job_resources(stage, config, 2_780_000_000).get("gpu") == (1 if stage in GPU_STAGES else None), stage
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         job_resources("nope", config, 1)
+
+
+# the GPU study's tracking server (mlflow.example.org) does not exist: every launch, dry runs too,
+# checks that the server answers, so these runs use the default sqlite store instead
+NO_SERVER = ("--config", "mlflow={tracking_uri: null}")
 
 
 def dry_run(work: Path, *args: str, env=None) -> subprocess.CompletedProcess:
@@ -117,10 +122,10 @@ def job_blocks(output: str) -> list[tuple[str, str]]:
 
 def test_gpu_study_dry_runs_under_the_slurm_profile(tmp_path):
     work = copy_workflow(tmp_path / "wf")
-    done = dry_run(work, "--profile", "profiles/slurm", "--configfile", "configs/studies/imdb-pythia-2.8b.yaml",
+    done = dry_run(work, "--profile", "profiles/slurm", "--configfile", "configs/studies/imdb-pythia-2.8b.yaml", *NO_SERVER,
                    env={"HF_HUB_CACHE": str(tmp_path / "empty-cache")})  # nothing cached, nothing downloaded
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    config = load_config(work / "configs" / "studies" / "imdb-pythia-2.8b.yaml")
+    config = read_study(work / "configs" / "studies" / "imdb-pythia-2.8b.yaml", check_environment=False)
     blocks = job_blocks(done.stdout)
     assert sum(rule == "dpo" for rule, _ in blocks) == 60  # dozens of grid points
     for rule, block in blocks:
@@ -128,7 +133,7 @@ def test_gpu_study_dry_runs_under_the_slurm_profile(tmp_path):
             continue
         resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
         assert resources.get("gpu") == ("1" if rule in GPU_STAGES else None), rule
-        expected = job_resources(rule, config, int(config["model"]["n_params"]))
+        expected = job_resources(rule, config, int(config.config["model"]["n_params"]))
         assert int(resources["mem_mb"]) == expected["mem_mb"] and int(resources["runtime"]) == expected["runtime"], rule
 
 
@@ -139,12 +144,12 @@ def test_hub_model_of_unknown_size_is_refused_on_a_cluster_only(tmp_path):
     env = {"HF_HUB_CACHE": str(tmp_path / "empty-cache")}
     # a real cluster launch (a dry run cannot tell: Snakemake gives it one local core): refused
     # while the workflow is read, before any job is submitted
-    refused = subprocess.run([SNAKEMAKE, "--profile", "profiles/slurm", "--configfile", "configs/nosize.yaml"], cwd=work,
+    refused = subprocess.run([SNAKEMAKE, "--profile", "profiles/slurm", "--configfile", "configs/nosize.yaml", *NO_SERVER], cwd=work,
                              capture_output=True, text=True, timeout=300, env=dict(os.environ, **env))
     assert refused.returncode != 0 and not (work / "results").exists() and not (work / ".snakemake" / "slurm_logs").exists()
     assert "model.n_params: needed to size cluster jobs" in refused.stdout + refused.stderr
     assert "EleutherAI/pythia-2.8b" in refused.stdout + refused.stderr
-    local = dry_run(work, "--cores", "2", "--configfile", "configs/nosize.yaml", env=env)
+    local = dry_run(work, "--cores", "2", "--configfile", "configs/nosize.yaml", *NO_SERVER, env=env)
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
 
 

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from dpolab import tracking
-from dpolab.config import ROOT, load_config
+from dpolab.config import ROOT, read_study
 from dpolab.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def store_dir(tmp_path_factory):
 @pytest.fixture()
 def study(store_dir, tmp_path):
     """A new parent run (a study launch) in the shared store; its ids in tmp_path/study_run.json."""
-    config = load_config(ROOT / "configs" / "smoke.yaml")
+    config = read_study(ROOT / "configs" / "smoke.yaml").to_dict()
     info = tracking.create_study_run(config, store_dir, tmp_path / "study_run.json")
     return tmp_path, info, MlflowClient(info["tracking_uri"])
 
@@ -121,9 +121,33 @@ def test_unreachable_tracking_uri_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"http://127\.0\.0\.1:9 .*refused"):
         tracking.check_tracking_uri("http://127.0.0.1:9", timeout=2)
     (tmp_path / "file").write_text("")
-    with pytest.raises(ConfigError, match="cannot create the sqlite store sqlite:///"):
+    with pytest.raises(ConfigError, match=r"cannot create the sqlite store .*file/sub/mlflow\.db: .*file is not a writable folder"):
         tracking.check_tracking_uri(f"sqlite:///{tmp_path / 'file' / 'sub' / 'mlflow.db'}")
     tracking.check_tracking_uri(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")  # creatable: fine
+
+
+def test_a_basic_auth_server_is_checked_with_the_credentials_of_the_environment(tmp_path, monkeypatch):
+    """The README's safe server for a cluster: MLflow's basic-auth app, credentials only in the
+    environment (MLflow's client sends them; the workflow's check must send them too)."""
+    from conftest import MlflowServer
+
+    password = "not-in-any-config"
+    server = MlflowServer(tmp_path / "auth", extra_args=("--app-name", "basic-auth"),
+                          env={"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": "test"}).start()
+    try:
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        with pytest.raises(ConfigError, match=r"answered HTTP 401 \(it wants credentials: set MLFLOW_TRACKING_USERNAME"):
+            tracking.check_tracking_uri(server.url)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(ConfigError, match=r"answered HTTP 401 \(it refused the credentials"):
+            tracking.check_tracking_uri(server.url)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        tracking.check_tracking_uri(server.url)
+        assert [e.name for e in MlflowClient(server.url).search_experiments()] == ["Default"]  # MLflow's client too
+    finally:
+        server.stop()
 
 
 def test_workflow_stops_before_any_job_when_the_server_is_unreachable(tmp_path):
@@ -149,7 +173,7 @@ def test_model_folder_and_study_results_are_logged(study):
     model.mkdir()
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         (model / name).write_text(name)
-    config = load_config(ROOT / "configs" / "smoke.yaml")
+    config = read_study(ROOT / "configs" / "smoke.yaml").to_dict()
     with tracking.job_run(study_dir / "study_run.json", rule="sft", stage="sft", name="sft") as run:
         assert tracking.log_model_dir(model, config)
         off = dict(config, mlflow=dict(config["mlflow"], log_models=False))

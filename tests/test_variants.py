@@ -13,7 +13,7 @@ import torch
 import yaml
 from pathlib import Path
 
-from dpolab.config import ROOT, grid_points, registry_variants, validate_config, variant_rules
+from dpolab.config import ROOT, load_study
 from dpolab.errors import ConfigError
 from dpolab.train import DPOSettings, run_kto, run_orpo
 from dpolab.unpaired import check_unpaired, read_unpaired, training_order, unpair, unpaired_stats
@@ -37,19 +37,19 @@ def _config(variants=None, grid=None):
 
 # ---- config ---------------------------------------------------------------------------------
 def test_rule_variants_join_the_grid_with_their_rule_and_start():
-    config = validate_config(_config(grid=["dpo", "kto", "orpo"]))
-    points = {p.variant: p for p in grid_points(config)}
+    study = load_study(_config(grid=["dpo", "kto", "orpo"]))
+    points = {p.variant: p for p in study.points}
     assert (points["dpo"].rule, points["dpo"].loss, points["dpo"].skipped_sft) == ("dpo", "dpo", False)
     assert (points["kto"].rule, points["kto"].loss, points["kto"].skipped_sft) == ("kto", "kto", False)
     assert (points["orpo"].rule, points["orpo"].starts_from, points["orpo"].skipped_sft) == ("orpo", "base", True)
     assert points["kto"].loss_params["desirable_weight"] == 1.0 and points["kto"].loss_params["examples_per_pair"] == "both"
-    assert registry_variants(config) == ["dpo"] and variant_rules(config) == {"kto": ["kto"], "orpo": ["orpo"]}
-    assert config["variants"]["orpo"]["starts_from"] == "base"  # made explicit in the resolved config
+    assert study.registry_variants == ["dpo"] and study.variant_rules == {"kto": ["kto"], "orpo": ["orpo"]}
+    assert study.config["variants"]["orpo"]["starts_from"] == "base"  # made explicit in the resolved config
 
 
 def test_a_users_rule_variant_passes_its_settings_through():
-    config = validate_config(_config({"mine": {"rule": "mine", "temperature": 0.7, "train": {"max_steps": 3}}}, ["dpo", "mine"]))
-    point = next(p for p in grid_points(config) if p.variant == "mine")
+    study = load_study(_config({"mine": {"rule": "mine", "temperature": 0.7, "train": {"max_steps": 3}}}, ["dpo", "mine"]))
+    point = next(p for p in study.points if p.variant == "mine")
     assert point.loss_params["temperature"] == 0.7 and point.loss_params["train"] == {"max_steps": 3}
     assert point.starts_from == "sft"
 
@@ -69,18 +69,26 @@ def test_a_users_rule_variant_passes_its_settings_through():
 ])
 def test_bad_variant_entries_name_the_key(entry, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate_config(_config({"bad": entry}, ["dpo", "bad"]))
+        load_study(_config({"bad": entry}, ["dpo", "bad"]))
 
 
 def test_unpaired_file_is_checked_when_the_config_is_read(tmp_path):
     bad = tmp_path / "feedback.jsonl"
     bad.write_text(json.dumps({"prompt": "a", "response": "b", "label": True}) + "\n")
-    with pytest.raises(ConfigError, match=r"variants\.bad\.unpaired_data: .*feedback\.jsonl' lacks column\(s\) completion"):
-        validate_config(_config({"bad": {"rule": "kto", "unpaired_data": str(bad)}}, ["bad"]))
+    with pytest.raises(ConfigError, match=r"variants\.bad\.unpaired_data: .*feedback\.jsonl: lacks column\(s\) completion"):
+        load_study(_config({"bad": {"rule": "kto", "unpaired_data": str(bad)}}, ["bad"]))
     good = tmp_path / "feedback.parquet"
     pd.DataFrame({"prompt": ["a", "b"], "completion": ["x", "y"], "label": [True, False]}).to_parquet(good)
-    config = validate_config(_config({"kto": {"rule": "kto", "unpaired_data": str(good)}}, ["kto"]))
-    assert grid_points(config)[0].loss_params["unpaired_data"] == str(good)
+    study = load_study(_config({"kto": {"rule": "kto", "unpaired_data": str(good)}}, ["kto"]))
+    assert study.points[0].loss_params["unpaired_data"] == str(good)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"prompt": ["a", "b"], "completion": ["x", "y"], "label": ["yes", "no"]}).to_csv(labels, index=False)
+    with pytest.raises(ConfigError, match=r"variants\.kto\.unpaired_data: .*labels\.csv: column label must be boolean .*'yes' in row 0"):
+        load_study(_config({"kto": {"rule": "kto", "unpaired_data": str(labels)}}, ["kto"]))
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    with pytest.raises(ConfigError, match=r"variants\.kto\.unpaired_data: cannot read .*garbage\.parquet as parquet"):
+        load_study(_config({"kto": {"rule": "kto", "unpaired_data": str(garbage)}}, ["kto"]))
 
 
 # ---- unpaired examples ----------------------------------------------------------------------
@@ -195,8 +203,8 @@ def test_readme_loss_example_registers_pins_and_joins_a_grid():
         namespace = {"losses": losses, "torch": torch, "pytest": pytest}
         exec(pin, namespace)
         namespace["test_apo_zero_on_fixed_numbers"]()
-        config = validate_config(_config(entry["variants"], entry["grid"]["variants"]))
-        point = next(p for p in grid_points(config) if p.variant == "apo_zero")
+        study = load_study(_config(entry["variants"], entry["grid"]["variants"]))
+        point = next(p for p in study.points if p.variant == "apo_zero")
         assert (point.rule, point.loss) == ("dpo", "apo_zero")
     finally:
         losses.LOSSES.pop("apo_zero", None)
