@@ -9,7 +9,7 @@ CORES ?= all
 PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env system-deps study smoke test test-unit mlflow-ui report dry-run clean-env
+.PHONY: env system-deps check-config study smoke test test-unit mlflow-ui report dry-run clean-env
 
 # The stamp depends on the pins: editing envs/cpu.txt or pyproject.toml rebuilds the env.
 $(VENV)/.installed: envs/cpu.txt envs/slurm.txt pyproject.toml
@@ -35,13 +35,19 @@ system-deps:
 	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); fi
 
-study: env
+# The config's checks with the file named in every message, before Snakemake reads it (Snakemake
+# reports a YAML syntax error or a missing --configfile without naming the file).
+check-config: env
+	$(BIN)/python -m dpolab.config $(CONFIG)
+
+study: check-config
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 
 smoke: env
+	$(BIN)/python -m dpolab.config configs/smoke.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml
 
-dry-run: env
+dry-run: check-config
 	$(BIN)/snakemake -n --configfile $(CONFIG)
 
 test: env

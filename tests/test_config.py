@@ -241,3 +241,30 @@ def test_command_line_strings_are_read_as_the_schema_types():
         load_study(_config(dpo__max_steps="five"), overrides={"dpo": {"max_steps": "five"}})
     with pytest.raises(ConfigError, match=r"^dpo\.max_steps: '5' is not of type integer"):
         load_study(_config(dpo__max_steps="5"))  # a quoted number in a file is the file's mistake
+
+
+def test_config_files_are_checked_with_their_name_before_snakemake_reads_them(tmp_path):
+    """`make study` / `make dry-run` run `python -m dpolab.config CONFIG` first: Snakemake reads a
+    --configfile before the workflow and reports a broken one without naming it."""
+    def check(*paths):
+        result = subprocess.run([sys.executable, "-m", "dpolab.config", *map(str, paths)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        return result.returncode, result.stdout + result.stderr
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("study: broken\nvariants:\n  dpo: {loss: dpo\ngrid: {}\n")
+    status, out = check(broken)
+    assert status == 2 and f"invalid config: {broken}: not valid YAML (" in out and "line 4" in out and "Traceback" not in out
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- study\n- grid\n")
+    status, out = check(listing)
+    assert status == 2 and f"{listing}: a config must be a mapping" in out
+    status, out = check(tmp_path / "missing.yaml")
+    assert status == 2 and f"{tmp_path / 'missing.yaml'}: config file not found" in out
+    override = tmp_path / "override.yaml"
+    override.write_text("dpo: {max_steps: 3}\n")
+    status, out = check(ROOT / "configs" / "smoke.yaml", override)
+    assert status == 0 and "config OK: study smoke, 3 trained policies" in out, out
+    override.write_text("dpo: {max_steps: 0}\n")
+    status, out = check(ROOT / "configs" / "smoke.yaml", override)
+    assert status == 2 and "invalid config: dpo.max_steps: 0 is less than the minimum of 1" in out

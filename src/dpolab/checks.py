@@ -55,6 +55,9 @@ def check_data(data) -> None:
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(f"data.source: {error}") from None
     sizes = split_sizes(n_reviews, data["eval_fraction"], data["test_fraction"])
+    if sizes["eval"] == 0:  # the SFT stage evaluates on the eval split's texts
+        raise ConfigError(f"data.eval_fraction: {data['eval_fraction']} of the {n_reviews} IMDb reviews is no review; "
+                          f"at least {1 / n_reviews:.2g} (one review) is needed for the SFT evaluation texts")
     for split, key, fraction in (("train", "n_train_prompts", None), ("test", "n_test_prompts", "test_fraction")):
         if data[key] > sizes[split]:
             hint = f" (or raise data.{fraction})" if fraction else " (or lower data.eval_fraction / data.test_fraction)"
@@ -105,16 +108,29 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                json.loads(response.read())
+                body = response.read()
         except urllib.error.HTTPError as error:
-            hint = (" (the server wants credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
-                    "environment)") if error.code in (401, 403) else ""
+            if error.code in (401, 403):
+                hint = (" (it refused the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)" if user
+                        else " (it wants credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
+                             "environment)")
+            elif error.code in (404, 405):
+                hint = " (no MLflow REST API there: is it an MLflow tracking server, and the URI its root?)"
+            else:
+                hint = ""
             raise ConfigError(f"mlflow.tracking_uri: the MLflow tracking server at {uri} answered HTTP {error.code}"
                               f"{hint}") from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
             raise ConfigError(f"mlflow.tracking_uri: cannot reach the MLflow tracking server at {uri} ({reason}); "
                               "start it (mlflow server ...) or fix the URI") from None
+        try:
+            answer = json.loads(body)
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+            answer = None
+        if not isinstance(answer, dict):  # an HTML page, another service
+            raise ConfigError(f"mlflow.tracking_uri: the server at {uri} answered, but not as an MLflow tracking "
+                              f"server (not the JSON of MLflow's REST API: {body[:60]!r}); check the host and port")
     elif uri.startswith("sqlite:///"):
         store = Path(uri.removeprefix("sqlite:///"))
         if store.exists():

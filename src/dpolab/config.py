@@ -146,8 +146,13 @@ def _short(value, limit: int = 60) -> str:
 def _schema_error(error, prefix: str = "") -> ConfigError:
     """One message per jsonschema error, starting with the dotted key."""
     parts = [str(p) for p in error.absolute_path]
-    key = ".".join([prefix] + parts if prefix else parts) or "<config>"
     value, kind = error.instance, error.validator
+    if "propertyNames" in error.absolute_schema_path:  # a bad name (variants.my-dpo): the error sits on its parent
+        parts.append(str(value))
+        key = ".".join([prefix] + parts if prefix else parts)
+        detail = f"it must match {error.validator_value}" if kind == "pattern" else error.message
+        return ConfigError(f"{key}: not a valid name ({detail}); names become folders, rule wildcards and run names")
+    key = ".".join([prefix] + parts if prefix else parts) or "<config>"
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return ConfigError(f"{key + '.' if parts or prefix else ''}{missing}: required key is missing")
@@ -158,11 +163,22 @@ def _schema_error(error, prefix: str = "") -> ConfigError:
         return ConfigError(f"{name}: unknown key (allowed here: {', '.join(allowed)})")
     if kind == "maxLength":
         return ConfigError(f"{key}: {_short(value)} is too long: at most {error.validator_value} characters")
+    if kind == "pattern" and value == "":
+        return ConfigError(f"{key}: must not be empty")
     if kind == "pattern":
         return ConfigError(f"{key}: {_short(value)} has characters that are not allowed (pattern {error.validator_value})")
     if kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
         hint = " (write it without a decimal point)" if "integer" in wanted and isinstance(value, float) else ""
+        if ("integer" in wanted or "number" in wanted) and isinstance(value, str) and _FLOAT.match(value.strip()):
+            text = value.strip()
+            if "number" not in wanted and not _INT.match(text):
+                hint = " (write a whole number, without a decimal point)"
+            elif re.match(r"^[+-]?\d+[eE]", text):  # YAML 1.1 needs a decimal point before an exponent
+                fixed = re.sub(r"^([+-]?[0-9]+)", r"\1.0", text)
+                hint = f" (YAML reads {text} as text: write {fixed})"
+            else:
+                hint = " (a string, not a number: remove the quotes)"
         return ConfigError(f"{key}: {_short(value)} is not of type {wanted}{hint}")
     return ConfigError(f"{key}: {error.message if len(error.message) < 300 else error.message[:300] + '...'}")
 
@@ -387,11 +403,18 @@ def check_study(config: dict, variants: dict[str, Variant]) -> None:
     model = config["model"]
     if model["source"] in ("local", "hub") and not model.get("path"):
         raise ConfigError(f"model.path: required when model.source is {model['source']!r}")
+    if model["source"] == "hub":
+        check_hub_id(model["path"], "model.path")
     if model["source"] == "scratch":
         scratch = model["scratch"]
         if scratch["hidden_size"] % scratch["num_attention_heads"]:
             raise ConfigError("model.scratch.hidden_size: must be divisible by model.scratch.num_attention_heads "
                               f"(got {scratch['hidden_size']} and {scratch['num_attention_heads']})")
+        head_size = scratch["hidden_size"] // scratch["num_attention_heads"]
+        if head_size % 2:  # Llama's rotary position embeddings rotate pairs of dimensions
+            raise ConfigError(f"model.scratch.hidden_size: the head size hidden_size / num_attention_heads = "
+                              f"{head_size} must be even (rotary position embeddings); e.g. a multiple of "
+                              "2 * num_attention_heads")
     data = config["data"]
     if data["prompt_min_tokens"] > data["prompt_max_tokens"]:
         raise ConfigError(f"data.prompt_min_tokens: must be <= data.prompt_max_tokens (got {data['prompt_min_tokens']} "
@@ -400,6 +423,19 @@ def check_study(config: dict, variants: dict[str, Variant]) -> None:
         raise ConfigError("data.test_fraction: data.eval_fraction + data.test_fraction must be below 1")
     check_judges(config)
     check_tracking_scheme(config["mlflow"]["tracking_uri"])
+
+
+# A Hugging Face Hub id: `name` or `owner/name`, each part letters, digits, - _ . (not first or last,
+# no -- or ..), at most 96 characters: huggingface_hub's own rule (validate_repo_id), which would
+# otherwise fail inside the resource sizing with its own error.
+_HUB_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?$")
+
+
+def check_hub_id(repo_id: str, where: str) -> None:
+    parts = repo_id.split("/")
+    if len(parts) > 2 or not all(_HUB_PART.match(p) for p in parts) or "--" in repo_id or ".." in repo_id:
+        raise ConfigError(f"{where}: {_short(repo_id)} is not a Hugging Face Hub id (owner/name: letters, digits, "
+                          "- _ . and one slash, at most 96 characters a part); a local folder needs source: local")
 
 
 def check_judges(config: dict) -> None:
@@ -412,6 +448,8 @@ def check_judges(config: dict) -> None:
                     raise ConfigError(f"{where}.source: a reward model needs a local folder or hub id, not the base model")
             elif not spec.get("path"):
                 raise ConfigError(f"{where}.path: required when {where}.source is {spec['source']!r}")
+            elif spec["source"] == "hub":
+                check_hub_id(spec["path"], f"{where}.path")
         if kind == "llm_pairwise":
             check_template(spec.get("template") or DEFAULT_PAIRWISE_TEMPLATE, f"{where}.template")
             labels = spec["labels"]
@@ -450,3 +488,30 @@ def check_tracking_scheme(uri: str | None) -> None:
             raise ConfigError("mlflow.tracking_uri: do not put credentials in the URI (they would be logged and "
                               "stored with the config); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
                               "in the environment instead")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dpolab.config CONFIG [CONFIG ...]`: check config files as the workflow will,
+    merged in order as Snakemake merges --configfile files, with the file named in every message
+    (Snakemake itself reads --configfile before the workflow and does not name a broken file)."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv)
+    if not paths:
+        print("usage: python -m dpolab.config CONFIG [CONFIG ...]", file=sys.stderr)
+        return 2
+    try:
+        config: dict = {}
+        for path in paths:
+            merge(config, read_yaml(path))
+        study = load_study(config)
+    except ConfigError as error:
+        print(f"invalid config: {error}", file=sys.stderr)
+        return 2
+    print(f"config OK: study {study.name}, {len(study.points)} trained policies, "
+          f"{len(study.temperatures)} temperature(s), judges {', '.join(study.config['judges'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

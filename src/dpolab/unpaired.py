@@ -3,6 +3,7 @@ preference pairs or read from a dataset that has them directly."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,19 @@ UNPAIRED_COLUMNS = ("prompt", "completion", "label")
 FILE_SUFFIXES = (".parquet", ".jsonl", ".csv")
 
 
+# suffixes of data files this module does not read: such a source is a local file, never a Hub id
+OTHER_DATA_SUFFIXES = (".json", ".tsv", ".txt", ".arrow", ".feather", ".pkl", ".pickle", ".xlsx", ".xls", ".gz", ".zip")
+_HUB_DATASET = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
+
+
 def is_local_file(source: str) -> bool:
     """A path with a data-file suffix is a local file; anything else is a Hub dataset id."""
     return Path(source).suffix in FILE_SUFFIXES
+
+
+def hub_dataset_id(source: str) -> bool:
+    """Whether `source` can be a Hub dataset id (`name` or `owner/name`) rather than a path."""
+    return bool(_HUB_DATASET.match(source)) and Path(source).suffix.lower() not in OTHER_DATA_SUFFIXES
 
 
 def read_unpaired_file(path: Path) -> pd.DataFrame:
@@ -32,6 +43,13 @@ def check_unpaired_source(source: str) -> None:
     """A local file must exist, be readable and hold valid examples (see check_unpaired); a Hub
     id is checked when the job loads it (that needs network). ValueError with the file's path."""
     if not is_local_file(source):
+        path = Path(source).expanduser()
+        if path.is_dir():  # a local dataset folder: the job's load_dataset reads it
+            return
+        if path.exists() or not hub_dataset_id(source):
+            what = f"a {path.suffix or 'suffix-less'} file" if path.exists() else "not a file on this machine"
+            raise ValueError(f"{source!r} is {what}; give a local {', '.join(FILE_SUFFIXES)} file or a Hub dataset "
+                             "id (owner/name)")
         return
     path = Path(source)
     if not path.is_file():
@@ -48,7 +66,8 @@ def check_unpaired(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     if labels.dtype != bool:
         if not labels.isin([0, 1]).all():
             bad = labels[~labels.isin([0, 1])]
-            raise ValueError(f"{where}: column label must be boolean (or 0/1), found {bad.iloc[0]!r} "
+            first = bad.iloc[0].item() if hasattr(bad.iloc[0], "item") else bad.iloc[0]  # 2, not np.int64(2)
+            raise ValueError(f"{where}: column label must be boolean (or 0/1), found {first!r} "
                              f"in row {bad.index[0]} ({len(bad)} such row(s))")
         labels = labels.astype(bool)
     frame = frame.assign(label=labels)

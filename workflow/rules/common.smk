@@ -14,7 +14,9 @@ try:
     # A cluster job re-parses this file: the config alone is checked again there, not the machine.
     for config_file in workflow.configfiles:
         check_duplicate_keys(config_file)
-    study = load_study(config, overrides=workflow.config_settings.overwrite_config,
+    # overrides: the --config values alone, whose strings are read as the schema's types (Snakemake's
+    # overwrite_config also holds the --configfile files' contents, where a string stays a string).
+    study = load_study(config, overrides=workflow.config_settings.config,
                        check_environment=not workflow.remote_exec)
 except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
