@@ -4,26 +4,25 @@ Every one must stop the workflow while it is parsed, before any job: a non-zero 
 `invalid config: <dotted key>: <what is wrong>` naming the offending key (and the file, where a
 file is wrong), no Python traceback, and nothing created under the working copy's results/.
 
-The dry runs run in-process, through Snakemake's own command-line entry point
+The dry runs run in one worker process, through Snakemake's own command-line entry point
 (`snakemake.cli.main` with the argv a user types, `--config` strings included, exactly as the
 CLI parses them), with stdout and stderr captured: ~0.1 s each where a `snakemake` subprocess
-takes ~1.6 s. A few cases also run as real subprocesses (test_cli_subprocess_agrees), to show
+takes ~1.6 s (tests/inprocess_snakemake.py). A few cases also run as real subprocesses (test_cli_subprocess_agrees), to show
 that the in-process runs print what the command line prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.server
-import io
 import math
+import multiprocessing
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,6 +32,7 @@ import yaml
 
 from dpolab.config import ROOT
 
+import inprocess_snakemake
 from conftest import copy_workflow
 
 SMOKE_TEXT = (ROOT / "configs" / "smoke.yaml").read_text()
@@ -45,28 +45,27 @@ CONFIG_FILE = "<the config file>"  # a Case.key: the message must name the confi
 
 
 # ---- running a dry run -------------------------------------------------------------------------
-def dry_run(work: Path, args: list[str]) -> tuple[int, str]:
-    """`snakemake --dry-run <args>` in `work`, in this process: (exit status, stdout + stderr)."""
-    from snakemake.cli import main
+_WORKER: ProcessPoolExecutor | None = None
 
-    captured = io.StringIO()
-    # what a Snakemake run changes in its process (its CLI expects to own it): restored afterwards
-    previous, path = os.getcwd(), list(sys.path)
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    os.chdir(work)
-    try:
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            try:
-                main(["--dry-run", *args])
-                status = 0
-            except SystemExit as exit:
-                status = exit.code if isinstance(exit.code, int) else 1
-    finally:
-        os.chdir(previous)
-        sys.path[:] = path
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-    return status, captured.getvalue()
+
+def dry_run(work: Path, args: list[str], record_studies: bool = False):
+    """`snakemake --dry-run <args>` in `work`, in one spawned worker process that runs them all
+    in turn (tests/inprocess_snakemake.py says why not in pytest's own): (exit status, stdout +
+    stderr), and with `record_studies` the resolved config of every Study the parse built."""
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    status, output, studies = _WORKER.submit(inprocess_snakemake.dry_run, str(work), args, record_studies).result(300)
+    return (status, output, studies) if record_studies else (status, output)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_worker():
+    yield
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.shutdown()
+        _WORKER = None
 
 
 @pytest.fixture(scope="session")
@@ -707,22 +706,6 @@ def test_cli_subprocess_agrees(tmp_path):
 
 
 # ---- good inputs: overrides merge into the config file ------------------------------------------
-@pytest.fixture()
-def loaded_studies(monkeypatch):
-    """Every Study that the workflow's parse builds (dpolab.config.load_study, as common.smk calls it)."""
-    import dpolab.config
-
-    studies = []
-    original = dpolab.config.load_study
-
-    def recording(*args, **kwargs):
-        studies.append(original(*args, **kwargs))
-        return studies[-1]
-
-    monkeypatch.setattr(dpolab.config, "load_study", recording)
-    return studies
-
-
 @pytest.fixture(scope="session")
 def good_work(tmp_path_factory) -> Path:
     return copy_workflow(tmp_path_factory.mktemp("good-inputs") / "work")
@@ -738,37 +721,39 @@ def _resolved_smoke(overrides: dict | None = None) -> dict:
     return load_study(config, overrides=overrides, check_environment=False).to_dict()
 
 
-def test_config_override_is_typed_and_merged_into_its_section(good_work, loaded_studies):
+def test_config_override_is_typed_and_merged_into_its_section(good_work):
     from snakemake.cli import parse_config
 
     argument = "dpo={max_steps: 5}"
     overrides = parse_config([argument])
     assert overrides == {"dpo": {"max_steps": "5"}}  # what the command line hands the workflow: a string
-    status, output = dry_run(good_work, ["--configfile", "configs/smoke.yaml", "--config", argument])
+    status, output, studies = dry_run(good_work, ["--configfile", "configs/smoke.yaml", "--config", argument],
+                                      record_studies=True)
     assert status == 0, output[-3000:]
     assert TRACEBACK not in output and "results/smoke/dpo/variant~dpo/beta~0.1/seed~0" in output
     assert not (good_work / "results").exists()
-    (study,) = loaded_studies
-    dpo = study.config["dpo"]
+    (study,) = studies  # the resolved config of the Study the workflow built
+    dpo = study["dpo"]
     assert dpo["max_steps"] == 5 and type(dpo["max_steps"]) is int
     for key, value in SMOKE["dpo"].items():  # the rest of smoke.yaml's dpo: section survives
         if key != "max_steps":
             assert dpo[key] == value, key
-    assert dict(study.to_dict(), dpo=None) == dict(_resolved_smoke(), dpo=None)  # and every other section
+    assert dict(study, dpo=None) == dict(_resolved_smoke(), dpo=None)  # and every other section
     # the same through load_study with the overrides, outside Snakemake
     resolved = _resolved_smoke(overrides)
     assert resolved["dpo"] == dict(_resolved_smoke()["dpo"], max_steps=5)
     assert type(resolved["dpo"]["max_steps"]) is int
 
 
-def test_second_configfile_merges_into_nested_sections(good_work, loaded_studies, tmp_path):
+def test_second_configfile_merges_into_nested_sections(good_work, tmp_path):
     override = tmp_path / "override.yaml"
     override.write_text("dpo:\n  learning_rate: 2.0e-4\nvariants:\n  cdpo: {label_smoothing: 0.2}\n")
-    status, output = dry_run(good_work, ["--configfile", "configs/smoke.yaml", str(override)])
+    status, output, studies = dry_run(good_work, ["--configfile", "configs/smoke.yaml", str(override)],
+                                      record_studies=True)
     assert status == 0, output[-3000:]
     assert TRACEBACK not in output and not (good_work / "results").exists()
-    (study,) = loaded_studies
-    resolved, plain = study.to_dict(), _resolved_smoke()
+    (resolved,) = studies
+    plain = _resolved_smoke()
     assert resolved["dpo"] == dict(plain["dpo"], learning_rate=2.0e-4)
     assert resolved["variants"]["cdpo"] == dict(plain["variants"]["cdpo"], label_smoothing=0.2)
     assert resolved["variants"]["cdpo"]["loss"] == "cdpo"  # merged into the entry, not replacing it

@@ -70,7 +70,8 @@ def check_store(work: Path) -> dict:
     """Assert the whole store and return what was counted, run by run: {run name: {"benchmarks",
     "metric_points", "artifacts"}}, the study's parent run under "study"."""
     study, info, client, runs = store(work)
-    study = read_study(work / "configs" / "smoke.yaml")
+    spec = read_study(work / "configs" / "smoke.yaml")
+    config = spec.config
     parent = next(r for r in runs if r.info.run_id == info["parent_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]]
     finished = [r for r in children if r.info.status == "FINISHED"]
@@ -80,9 +81,9 @@ def check_store(work: Path) -> dict:
     # one finished run per job: one per (rule, wildcards), named from them
     names = Counter(r.info.run_name for r in finished)
     assert max(names.values()) == 1, names
-    n_policies = len(study.points) + 1
+    n_policies = len(spec.points) + 1
     # training jobs of every kind (the dpo rule, kto, orpo, a rule file's own) are stage dpo
-    n_kto = len(study.variant_rules.get("kto", []))
+    n_kto = len(spec.variant_rules.get("kto", []))
     assert Counter(r.data.tags["stage"] for r in finished) == {
         "data": 1, "judge": 1, "base_model": 1, "sft": 1, "pairs": 1, "reference": 1, "dpo": n_policies - 1,
         "kto_examples": n_kto, "generate": n_policies, "evaluate": n_policies, "pairwise_judge": 1, "compare": 1,

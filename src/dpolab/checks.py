@@ -37,12 +37,7 @@ def check_model(model) -> None:
         except FileNotFoundError as error:
             raise ConfigError(str(error)) from None
     elif model["source"] == "local":
-        folder = Path(model["path"])
-        if not folder.is_dir():
-            raise ConfigError(f"model.path: {str(folder)!r} is not a folder (model.source is 'local')")
-        if not (folder / "config.json").is_file():
-            raise ConfigError(f"model.path: {folder / 'config.json'} not found (a transformers checkpoint folder "
-                              "has a config.json, from save_pretrained)")
+        check_model_folder(model["path"], "model")
 
 
 def check_data(data) -> None:
@@ -65,15 +60,20 @@ def check_data(data) -> None:
                               f"{n_reviews} IMDb reviews; at most {sizes[split]}{hint}")
 
 
+def check_model_folder(path: str, section: str) -> None:
+    """A local transformers model: a folder with the config.json that save_pretrained writes."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ConfigError(f"{section}.path: {str(folder)!r} is not a folder ({section}.source is 'local')")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{section}.path: {folder / 'config.json'} not found (a transformers model folder has a "
+                          "config.json, from save_pretrained)")
+
+
 def check_judge_paths(judges) -> None:
     for name, spec in judges.items():
         if spec["kind"] in ("reward_model", "llm_pairwise") and spec.get("source") == "local":
-            folder = Path(spec["path"])
-            if not folder.is_dir():
-                raise ConfigError(f"judges.{name}.path: {str(folder)!r} is not a folder (judges.{name}.source is 'local')")
-            if not (folder / "config.json").is_file():
-                raise ConfigError(f"judges.{name}.path: {folder / 'config.json'} not found (a transformers model "
-                                  "folder has a config.json)")
+            check_model_folder(spec["path"], f"judges.{name}")
 
 
 def check_unpaired_files(study: Study) -> None:

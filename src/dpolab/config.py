@@ -284,9 +284,9 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
     if not isinstance(config, Mapping):
         raise ConfigError(f"<config>: a config must be a mapping of keys (study:, model:, ...), got {type(config).__name__}")
     schema = _schema()
-    raw = copy.deepcopy(_plain(config))
+    raw = thaw(config)  # a plain copy (Snakemake hands OrderedDicts and its own Map): never the user's dict
     if overrides:
-        coerce_overrides(raw, _plain(overrides), schema)
+        coerce_overrides(raw, thaw(overrides), schema)
     _check_finite(raw)
     _validate(raw, schema)
     variants = {name: resolve_variant(raw, name, dpo_schema=schema["properties"]["dpo"]) for name in raw["variants"]}
@@ -305,15 +305,6 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
 
         check_machine(study, Path(workdir))
     return study
-
-
-def _plain(value):
-    """dict/list copies of Snakemake's config (OrderedDicts, its Config class)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def resolve_variant(config: dict, name: str, *, dpo_schema: dict) -> Variant:
