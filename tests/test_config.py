@@ -143,6 +143,11 @@ def test_checking_leaves_the_users_dict_alone_and_the_study_is_frozen():
         study.config["dpo"]["max_steps"] = 1  # read-only all the way down
     with pytest.raises(TypeError):
         study.variants["cdpo"].params["label_smoothing"] = 0.3
+    # each stage's settings typed (dpolab.settings), frozen too
+    assert study.dpo.max_steps == study.config["dpo"]["max_steps"] and study.data.n_test_prompts == DEFAULT["data"]["n_test_prompts"]
+    assert study.sft.seed == 0 and study.judge.max_features == study.config["judge"]["max_features"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        study.dpo.max_steps = 1
     section = study.section("dpo")
     section["max_steps"] = 1  # a copy: the study is unchanged
     assert study.config["dpo"]["max_steps"] == DEFAULT["dpo"]["max_steps"]

@@ -52,6 +52,7 @@ def test_a_users_rule_variant_passes_its_settings_through():
     point = next(p for p in study.points if p.variant == "mine")
     assert point.loss_params["temperature"] == 0.7 and point.loss_params["train"] == {"max_steps": 3}
     assert point.starts_from == "sft"
+    assert study.train_settings("mine").max_steps == 3 and study.train_settings("dpo") == study.dpo  # train: overrides
 
 
 @pytest.mark.parametrize("entry, message", [

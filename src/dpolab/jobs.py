@@ -115,8 +115,6 @@ def train_rule_variant(snakemake, train, *, settings: tuple[str, ...] = (), **da
     point from the wildcards, the dpo: section with the variant's `train:` overrides, the
     starting model (`input.start`), and the variant's own `settings` (names of its config keys)
     passed to `train` with `data` (the rule's inputs, read)."""
-    from dpolab.train import DPOSettings  # here: every job imports jobs, only training jobs need torch and TRL
-
     wildcards, study = snakemake.wildcards, study_of(snakemake)
     point = study.point(wildcards.variant, wildcards.beta, wildcards.seed)
     section = study.train_section(point.variant)
@@ -126,7 +124,7 @@ def train_rule_variant(snakemake, train, *, settings: tuple[str, ...] = (), **da
         params={"dpo": section, "loss": {"name": point.loss, "beta": point.beta, **thaw(point.loss_params)}},
         tags={"loss": point.loss, "starts_from": point.starts_from},
         start_dir=Path(snakemake.input.start),
-        cfg=DPOSettings(**section),
+        cfg=study.train_settings(point.variant),
         beta=point.beta,
         seed=point.seed,
         **{name: thaw(point.loss_params[name]) for name in settings},

@@ -18,7 +18,7 @@ Judges:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,23 +26,12 @@ import numpy as np
 import pandas as pd
 
 from dpolab.errors import ConfigError
+from dpolab.settings import JudgeConfig
 
 if TYPE_CHECKING:  # imported where used: every workflow parse reads this module
     from sklearn.feature_extraction.text import TfidfVectorizer
 
 VOCAB_FILE, WEIGHTS_FILE, SETTINGS_FILE = "vocabulary.json", "weights.npz", "judge.json"
-
-
-@dataclass
-class JudgeConfig:
-    max_features: int = field(default=50000, metadata={"help": "TF-IDF vocabulary size"})
-    ngram_max: int = field(default=2, metadata={"help": "largest word n-gram"})
-    C: float = field(default=4.0, metadata={"help": "inverse L2 strength of the logistic regression"})
-    prefix_words: int = field(default=40, metadata={"help": "prefix length for the held-out prefix accuracy"})
-
-    def __post_init__(self):
-        if self.C <= 0:
-            raise ValueError("judge.C must be > 0")
 
 
 class Judge:

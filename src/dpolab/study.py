@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from dpolab.settings import DataConfig, DPOSettings, JudgeConfig, SFTSettings
+
 STARTS_FROM = ("sft", "base")
 
 
@@ -104,6 +106,10 @@ class Study:
     grid_variants: tuple[str, ...] = field(metadata={"help": "the variants trained, in grid order"})
     seeds: tuple[int, ...] = field(metadata={"help": "the grid's seeds"})
     temperatures: tuple[float, ...] = field(metadata={"help": "sampling temperatures of generation"})
+    data: DataConfig = field(metadata={"help": "the data stage's settings (data:)"})
+    judge: JudgeConfig = field(metadata={"help": "the gold judge's training (judge:)"})
+    sft: SFTSettings = field(metadata={"help": "SFT's settings (sft:)"})
+    dpo: DPOSettings = field(metadata={"help": "preference training's settings (dpo:), shared by every variant"})
 
     def __post_init__(self):
         unknown = [v for v in self.grid_variants if v not in self.variants]
@@ -186,12 +192,16 @@ class Study:
         return f"results/{self.name}"
 
     def section(self, name: str) -> dict:
-        """A writable copy of one config section (e.g. DPOSettings(**study.section("dpo")))."""
+        """A writable copy of one config section, as logged with a job's run."""
         return thaw(self.config[name])
 
     def train_section(self, variant: str) -> dict:
         """The dpo: section with a rule variant's `train:` overrides applied."""
         return {**self.section("dpo"), **thaw(self.variants[variant].params.get("train", {}))}
+
+    def train_settings(self, variant: str) -> DPOSettings:
+        """A variant's training settings: the dpo: section with its `train:` overrides."""
+        return DPOSettings(**self.train_section(variant))
 
     def to_dict(self) -> dict:
         """The resolved config as plain dicts and lists (resolved_config.yaml, job.json)."""

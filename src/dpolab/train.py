@@ -5,7 +5,6 @@ trainers: KTO (KTOTrainer) and ORPO (TRL's experimental ORPOTrainer)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +14,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from dpolab import losses
 from dpolab.models import load_policy
+from dpolab.settings import DPOSettings, SFTSettings, TrainSettings  # noqa: F401 (the training settings, re-exported)
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -25,42 +25,6 @@ CPU_SAFE = dict(
     save_strategy="no",
     disable_tqdm=True,
 )
-
-
-@dataclass
-class TrainSettings:
-    """What a training stage takes from its config section. The defaults live in the
-    schema (workflow/schemas/config.schema.yaml); these fields say what each one means."""
-
-    max_steps: int = field(metadata={"help": "optimizer steps"})
-    batch_size: int = field(metadata={"help": "examples (SFT texts or preference pairs) per device step"})
-    learning_rate: float = field(metadata={"help": "peak AdamW learning rate (linear decay)"})
-    warmup_steps: int = field(metadata={"help": "linear warm-up steps"})
-    max_length: int = field(metadata={"help": "tokens per sequence (prompt + completion) after truncation"})
-    logging_steps: int = field(metadata={"help": "log training metrics (and to MLflow) every this many steps"})
-
-    def __post_init__(self):
-        for item in fields(self):
-            if item.name == "seed":  # any integer
-                continue
-            value = getattr(self, item.name)
-            minimum = 0 if item.name == "warmup_steps" else 1e-12
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{self.section}.{item.name}: must be a {'non-negative' if minimum == 0 else 'positive'} number, got {value!r}")
-
-    section = "train"
-
-
-@dataclass
-class SFTSettings(TrainSettings):
-    seed: int = field(metadata={"help": "seed of data order and initialisation"})
-    section = "sft"
-
-
-@dataclass
-class DPOSettings(TrainSettings):
-    gradient_accumulation_steps: int = field(metadata={"help": "device steps per optimizer step"})
-    section = "dpo"
 
 
 def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_active: bool) -> dict:

@@ -5,7 +5,7 @@ import pandas as pd
 
 from dpolab import jobs
 from dpolab.study import thaw
-from dpolab.train import DPOSettings, run_dpo
+from dpolab.train import run_dpo
 
 study = jobs.study_of(snakemake)
 point = study.point(snakemake.wildcards.variant, snakemake.wildcards.beta, snakemake.wildcards.seed)
@@ -19,7 +19,7 @@ jobs.train_policy(
     pairs=pd.read_parquet(snakemake.input.pairs),
     reference=pd.read_parquet(snakemake.input.reference),
     reference_meta=json.loads(Path(snakemake.input.reference_meta).read_text()),
-    cfg=DPOSettings(**study.section("dpo")),
+    cfg=study.dpo,
     loss_name=point.loss,
     loss_params=loss_params,
     beta=point.beta,

@@ -4,11 +4,11 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.judges import JudgeConfig, train_gold_judge
+from dpolab.judges import train_gold_judge
 
-judge = jobs.study_of(snakemake).section("judge")
-cfg = JudgeConfig(**judge)
-with jobs.job(snakemake, "judge", params={"judge": judge}):
+study = jobs.study_of(snakemake)
+cfg = study.judge
+with jobs.job(snakemake, "judge", params={"judge": study.section("judge")}):
     reviews = pd.read_parquet(snakemake.input.reviews)
     metrics = train_gold_judge(reviews, cfg, Path(snakemake.output.judge))
     Path(snakemake.output.accuracy).write_text(Path(snakemake.output.judge, "accuracy.json").read_text())

@@ -4,10 +4,10 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.train import DPOSettings, compute_reference_logps
+from dpolab.train import compute_reference_logps
 
 study = jobs.study_of(snakemake)
-cfg = DPOSettings(**study.section("dpo"))
+cfg = study.dpo
 with jobs.job(snakemake, "reference", params={"dpo.max_length": cfg.max_length}):
     pairs = pd.read_parquet(snakemake.input.pairs)
     reference = compute_reference_logps(

@@ -3,10 +3,10 @@ from pathlib import Path
 import mlflow
 
 from dpolab import jobs, tracking
-from dpolab.train import SFTSettings, run_sft
+from dpolab.train import run_sft
 
 study = jobs.study_of(snakemake)
-cfg = SFTSettings(**study.section("sft"))
+cfg = study.sft
 with jobs.job(snakemake, "sft", params={"sft": study.section("sft")}):
     out_dir = Path(snakemake.output.model).parent
     result = run_sft(
