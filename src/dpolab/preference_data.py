@@ -1,0 +1,251 @@
+"""Preference datasets as they come (HH-RLHF, UltraFeedback-binarized, TL;DR, a user's file):
+read, map to the columns TRL's DPOTrainer takes (prompt, chosen, rejected), checked row by row,
+split and subsampled. Groundwork for studies whose pairs are given rather than made (issue 14);
+not yet a `data.source` of the workflow.
+
+Both formats TRL knows are accepted:
+- standard: `prompt`, `chosen`, `rejected` are strings;
+- conversational: each is a list of `{"role", "content"}` messages (the prompt ends with a user
+  turn, each response is the assistant's turn(s)).
+A dataset without a prompt column (Anthropic-HH: whole conversations in `chosen` and
+`rejected`) gets its prompt from TRL's `extract_prompt` (the longest shared prefix).
+
+Problems with a file (missing, unreadable, lacking columns) are ValueErrors naming the file;
+problems with a row name the row (its position in the file, from 0).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+COLUMNS = ("prompt", "chosen", "rejected")
+ROLES = ("system", "user", "assistant")
+
+
+# ---- reading ---------------------------------------------------------------------------------
+def is_local(source: str) -> bool:
+    """A file with a data suffix, or a folder (written by datasets' save_to_disk)."""
+    path = Path(source).expanduser()
+    return path.suffix in FILE_SUFFIXES or path.is_dir()
+
+
+def read_table(source: str, *, split: str | None = None, revision: str | None = None) -> pd.DataFrame:
+    """A local file or save_to_disk folder, or a Hub dataset (network) split, as a DataFrame."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        from datasets import DatasetDict, load_from_disk
+
+        try:
+            loaded = load_from_disk(str(path))
+        except Exception as error:  # noqa: BLE001 (datasets raises several kinds for a bad folder)
+            raise ValueError(f"cannot read {path} as a datasets folder (save_to_disk): {_first_line(error)}") from None
+        if isinstance(loaded, DatasetDict):
+            if split is None or split not in loaded:
+                raise ValueError(f"{path} holds splits {', '.join(loaded)}; name one (split)")
+            loaded = loaded[split]
+        return loaded.to_pandas()
+    if path.suffix in FILE_SUFFIXES:
+        if not path.is_file():
+            raise ValueError(f"{path} is not a file")
+        readers: dict[str, Callable[[Path], pd.DataFrame]] = {
+            ".jsonl": lambda p: pd.read_json(p, lines=True),
+            ".json": lambda p: pd.DataFrame(json.loads(p.read_text(encoding="utf-8"))),
+            ".parquet": pd.read_parquet,
+            ".csv": pd.read_csv,
+        }
+        try:
+            return readers[path.suffix](path)
+        except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
+            raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {_first_line(error)}") from None
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(source, split=split or "train", revision=revision).to_pandas()
+    except Exception as error:  # noqa: BLE001 (offline, unknown id, unknown split: the hub client's many kinds)
+        raise ValueError(f"cannot load Hub dataset {source!r} (split {split or 'train'!r}): {_first_line(error)}; "
+                         "offline, use a local copy (save_to_disk folder or file)") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def file_columns(path: Path) -> list[str]:
+    """Column names of a local file without reading its data (for the config check)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, nrows=0).columns.tolist()
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            first = handle.readline()
+        row = json.loads(first) if first.strip() else {}
+        return list(row) if isinstance(row, dict) else []
+    return list(read_table(str(path)).columns)
+
+
+def check_columns(columns: list[str], mapping: Mapping[str, str], where: str) -> None:
+    """The mapped columns must be there; a missing prompt column is fine when chosen and rejected
+    hold whole conversations (the prompt is their shared beginning)."""
+    needed = [mapping.get(c, c) for c in ("chosen", "rejected")]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(f"{where}: lacks column(s) {', '.join(missing)} (has {', '.join(map(str, columns)) or 'none'}); "
+                         "map yours with columns: {prompt: ..., chosen: ..., rejected: ...}")
+
+
+# ---- the three columns, checked row by row ------------------------------------------------------
+def to_pairs(frame: pd.DataFrame, mapping: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """`frame` with its columns mapped to prompt, chosen, rejected (an implicit prompt extracted),
+    a `row` column (position in the source) and a `format` attribute: standard or conversational."""
+    mapping = dict(mapping or {})
+    renamed = frame.rename(columns={source: target for target, source in mapping.items()})
+    check_columns(list(renamed.columns), {}, "the dataset")
+    pairs = renamed.reset_index(drop=True)
+    pairs.insert(0, "row", np.arange(len(pairs)))
+    if "prompt" not in pairs:
+        from trl.data_utils import extract_prompt
+
+        extracted = [extract_prompt({"chosen": c, "rejected": r}) for c, r in zip(pairs["chosen"], pairs["rejected"])]
+        pairs = pairs.assign(prompt=[e["prompt"] for e in extracted], chosen=[e["chosen"] for e in extracted],
+                             rejected=[e["rejected"] for e in extracted])
+    pairs = pairs[["row", *COLUMNS]]
+    pairs.attrs["format"] = check_rows(pairs)
+    return pairs
+
+
+def _is_messages(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0 and all(isinstance(m, Mapping) for m in value)
+
+
+def check_rows(pairs: pd.DataFrame) -> str:
+    """One format for every row, and each row well formed; returns the format. ValueError naming
+    the first bad row (its `row`) and what is wrong with it."""
+    first = pairs.iloc[0] if len(pairs) else None
+    if first is None:
+        raise ValueError("the dataset has no rows")
+    conversational = _is_messages(first["chosen"])
+    for record in pairs.itertuples(index=False):
+        where = f"row {record.row}"
+        for column in COLUMNS:
+            value = getattr(record, column)
+            if conversational:
+                _check_messages(value, f"{where}, {column}", response=column != "prompt")
+            elif not isinstance(value, str):
+                kind = "a list of messages" if _is_messages(value) else type(value).__name__
+                raise ValueError(f"{where}, {column}: a string was expected (standard format, as row "
+                                 f"{pairs['row'].iloc[0]}), found {kind}")
+        if not conversational and not record.chosen.strip():
+            raise ValueError(f"{where}, chosen: empty response")
+    return "conversational" if conversational else "standard"
+
+
+def _check_messages(value, where: str, *, response: bool) -> None:
+    if not _is_messages(value):
+        found = "a string" if isinstance(value, str) else f"{type(value).__name__}"
+        raise ValueError(f"{where}: a list of {{role, content}} messages was expected (conversational format), found {found}")
+    for index, message in enumerate(value):
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise ValueError(f"{where}, message {index}: unknown role {role!r} (roles: {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise ValueError(f"{where}, message {index}: content must be a string, found {type(content).__name__}")
+    last = value[-1]["role"]
+    if response and last != "assistant":
+        raise ValueError(f"{where}: the response must end with an assistant turn, ends with {last!r}")
+    if not response and last != "user":
+        raise ValueError(f"{where}: the prompt must end with a user turn, ends with {last!r}")
+
+
+def _text(value) -> str:
+    """A row's value as comparable text (the messages' JSON for conversational rows)."""
+    return value if isinstance(value, str) else json.dumps([dict(m) for m in value], sort_keys=True)
+
+
+def drop_ties(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Pairs whose chosen equals rejected teach nothing (their DPO gradient is zero): dropped and
+    counted for the data card. Refused when every pair is one."""
+    tied = np.array([_text(c) == _text(r) for c, r in zip(pairs["chosen"], pairs["rejected"])], dtype=bool)
+    if len(pairs) and tied.all():
+        raise ValueError(f"every one of the {len(pairs)} pairs has chosen == rejected: nothing to learn a preference from")
+    kept = pairs[~tied].reset_index(drop=True)
+    kept.attrs.update(pairs.attrs)
+    return kept, int(tied.sum())
+
+
+def held_out_split(pairs: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and test pairs from one split: a seeded permutation, the first `test_fraction` held out.
+    Every pair of a prompt goes to the same side, so no test prompt is trained on."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    prompts = pd.Series([_text(p) for p in pairs["prompt"]])
+    unique = prompts.drop_duplicates().to_numpy()
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_test = max(1, round(len(unique) * test_fraction))
+    if n_test >= len(unique):
+        raise ValueError(f"test_fraction {test_fraction} of {len(unique)} prompts leaves none to train on")
+    test_prompts = set(unique[order[:n_test]])
+    is_test = prompts.isin(test_prompts).to_numpy()
+    train, test = pairs[~is_test].reset_index(drop=True), pairs[is_test].reset_index(drop=True)
+    train.attrs.update(pairs.attrs)
+    test.attrs.update(pairs.attrs)
+    return train, test
+
+
+def subsample(pairs: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """`n` pairs drawn without replacement (seeded), in their source order; all of them when n is None."""
+    if n is None or n >= len(pairs):
+        return pairs
+    keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=n, replace=False))
+    picked = pairs.iloc[keep].reset_index(drop=True)
+    picked.attrs.update(pairs.attrs)
+    return picked
+
+
+def within_lengths(pairs: pd.DataFrame, count_tokens: Callable[[object], int], *, max_prompt_length: int | None,
+                   max_length: int | None) -> tuple[pd.DataFrame, int]:
+    """Pairs whose prompt (and prompt + longer response) fit the limits, in the policy's tokens
+    (`count_tokens` of a value: a string, or messages through the chat template); the number
+    dropped. Refused when none fits."""
+    if max_prompt_length is None and max_length is None:
+        return pairs, 0
+    prompt_tokens = np.array([count_tokens(p) for p in pairs["prompt"]])
+    response_tokens = np.array([max(count_tokens(c), count_tokens(r)) for c, r in zip(pairs["chosen"], pairs["rejected"])])
+    fits = np.ones(len(pairs), dtype=bool)
+    if max_prompt_length is not None:
+        fits &= prompt_tokens <= max_prompt_length
+    if max_length is not None:
+        fits &= prompt_tokens + response_tokens <= max_length
+    if len(pairs) and not fits.any():
+        raise ValueError(f"no pair fits the length limits (max_prompt_length {max_prompt_length}, max_length "
+                         f"{max_length}); the shortest prompt has {prompt_tokens.min()} tokens")
+    kept = pairs[fits].reset_index(drop=True)
+    kept.attrs.update(pairs.attrs)
+    return kept, int((~fits).sum())
+
+
+def card(pairs: pd.DataFrame, **counts: int) -> dict:
+    """What the data card says about a split of pairs: size, format, lengths, and `counts` (e.g.
+    ties dropped, too long dropped)."""
+    def words(value) -> int:
+        return len(value.split()) if isinstance(value, str) else sum(len(m["content"].split()) for m in value)
+
+    chosen, rejected = [words(c) for c in pairs["chosen"]], [words(r) for r in pairs["rejected"]]
+    return {
+        "pairs": int(len(pairs)),
+        "prompts": int(pd.Series([_text(p) for p in pairs["prompt"]]).nunique()),
+        "format": pairs.attrs.get("format", "unknown"),
+        "chosen_words_mean": float(np.mean(chosen)) if chosen else 0.0,
+        "rejected_words_mean": float(np.mean(rejected)) if rejected else 0.0,
+        "chosen_longer_share": float(np.mean(np.array(chosen) > np.array(rejected))) if chosen else 0.0,
+        **{k: int(v) for k, v in counts.items()},
+    }
