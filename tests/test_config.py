@@ -146,6 +146,8 @@ def test_checking_leaves_the_users_dict_alone_and_the_study_is_frozen():
     # each stage's settings typed (dpolab.settings), frozen too
     assert study.dpo.max_steps == study.config["dpo"]["max_steps"] and study.data.n_test_prompts == DEFAULT["data"]["n_test_prompts"]
     assert study.sft.seed == 0 and study.judge.max_features == study.config["judge"]["max_features"]
+    assert study.generation.temperatures == study.temperatures == (0.0, 0.5, 1.0) and study.pairs.completions_per_prompt == 4
+    assert study.evaluation.primary_judge == "gold" and study.mlflow.tracking_uri is None and study.mlflow.log_models
     with pytest.raises(dataclasses.FrozenInstanceError):
         study.dpo.max_steps = 1
     section = study.section("dpo")

@@ -28,7 +28,8 @@ import yaml
 
 from dpolab import losses
 from dpolab.errors import ConfigError
-from dpolab.settings import DataConfig, DPOSettings, JudgeConfig, SFTSettings
+from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, GenerationSettings, JudgeConfig, MlflowSettings,
+                             PairsSettings, SFTSettings)
 from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
 from dpolab.study import Study, Variant, format_value, freeze, thaw
 from dpolab.variants import RULE_VARIANTS, WORKFLOW_RULES, RuleVariant
@@ -299,7 +300,6 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
         variants=freeze(variants),
         grid_variants=tuple(raw["grid"]["variants"]),
         seeds=tuple(raw["grid"]["seeds"]),
-        temperatures=tuple(float(t) for t in raw["generation"]["temperatures"]),
         **stage_settings(raw),
     )
     if check_environment:
@@ -312,7 +312,8 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
 def stage_settings(config: dict) -> dict:
     """The typed settings of the sections that have them (dpolab.settings), checked by their
     own __post_init__ (messages start with the section's key)."""
-    classes = {"data": DataConfig, "judge": JudgeConfig, "sft": SFTSettings, "dpo": DPOSettings}
+    classes = {"data": DataConfig, "judge": JudgeConfig, "sft": SFTSettings, "dpo": DPOSettings, "pairs": PairsSettings,
+               "generation": GenerationSettings, "evaluation": EvaluationSettings, "mlflow": MlflowSettings}
     try:
         return {name: settings(**config[name]) for name, settings in classes.items()}
     except (TypeError, ValueError) as error:

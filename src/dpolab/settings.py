@@ -80,3 +80,58 @@ class SFTSettings(TrainSettings):
 class DPOSettings(TrainSettings):
     gradient_accumulation_steps: int = field(metadata={"help": "device steps per optimizer step"})
     section = "dpo"
+
+
+@dataclass(frozen=True)
+class PairsSettings:
+    """How the IMDb miniature makes its preference pairs (pairs:): SFT samples ranked by the gold judge."""
+
+    completions_per_prompt: int = field(metadata={"help": "samples of the SFT model per train prompt (pairs: all ranked pairs)"})
+    max_new_tokens: int = field(metadata={"help": "longest sample, in tokens"})
+    temperature: float = field(metadata={"help": "sampling temperature of the SFT model"})
+    top_p: float = field(metadata={"help": "nucleus sampling mass"})
+    min_score_margin: float = field(metadata={"help": "drop pairs whose gold scores differ by less"})
+    length_bias: float = field(metadata={"help": "fraction of pairs relabelled so that the longer completion is chosen"})
+    sample_size: int = field(metadata={"help": "pairs logged to MLflow as a sample"})
+    seed: int = field(metadata={"help": "seed of sampling and of the length-bias relabelling"})
+
+    def __post_init__(self):
+        if not 0 <= self.length_bias <= 1:
+            raise ValueError(f"pairs.length_bias: must be in [0, 1], got {self.length_bias!r}")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How every policy answers the test prompts (generation:)."""
+
+    engine: str = field(metadata={"help": "vllm, or transformers (generate)"})
+    temperatures: tuple[float, ...] = field(metadata={"help": "sampling temperatures, each a column of the summary"})
+    max_new_tokens: int = field(metadata={"help": "longest completion, in tokens"})
+    top_p: float = field(metadata={"help": "nucleus sampling mass"})
+    seed: int = field(metadata={"help": "sampling seed, the same for every policy"})
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))  # frozen: a tuple
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Intervals and the length-controlled win rate (evaluation:)."""
+
+    bootstrap_resamples: int = field(metadata={"help": "bootstrap resamples of the CIs over prompts"})
+    confidence_level: float = field(metadata={"help": "level of every interval"})
+    seed: int = field(metadata={"help": "seed of the bootstrap"})
+    primary_judge: str = field(metadata={"help": "the judge whose win rates the plots show"})
+    lc_resamples: int = field(metadata={"help": "bootstrap resamples of the length-controlled model"})
+    lc_l2: float = field(metadata={"help": "L2 penalty on the LC model's policy terms"})
+    lc_difficulty_l2: float = field(metadata={"help": "L2 penalty on the LC model's prompt difficulties"})
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """Where the study's runs go (mlflow:)."""
+
+    tracking_uri: str | None = field(metadata={"help": "a tracking server (http[s]://) or sqlite:///; null: results/<study>/mlflow.db"})
+    artifact_location: str | None = field(metadata={"help": "artifacts of a new experiment; null: results/<study>/mlartifacts"})
+    experiment: str | None = field(metadata={"help": "experiment name; null: the study's name"})
+    log_models: bool = field(metadata={"help": "log each trained model folder as its run's model/ artifacts"})

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from dpolab.settings import DataConfig, DPOSettings, JudgeConfig, SFTSettings
+from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, GenerationSettings, JudgeConfig, MlflowSettings,
+                             PairsSettings, SFTSettings)
 
 STARTS_FROM = ("sft", "base")
 
@@ -105,11 +106,14 @@ class Study:
     variants: Mapping[str, Variant] = field(metadata={"help": "every variant the config defines, in config order"})
     grid_variants: tuple[str, ...] = field(metadata={"help": "the variants trained, in grid order"})
     seeds: tuple[int, ...] = field(metadata={"help": "the grid's seeds"})
-    temperatures: tuple[float, ...] = field(metadata={"help": "sampling temperatures of generation"})
     data: DataConfig = field(metadata={"help": "the data stage's settings (data:)"})
     judge: JudgeConfig = field(metadata={"help": "the gold judge's training (judge:)"})
     sft: SFTSettings = field(metadata={"help": "SFT's settings (sft:)"})
     dpo: DPOSettings = field(metadata={"help": "preference training's settings (dpo:), shared by every variant"})
+    pairs: PairsSettings = field(metadata={"help": "how the miniature makes its pairs (pairs:)"})
+    generation: GenerationSettings = field(metadata={"help": "how policies answer the test prompts (generation:)"})
+    evaluation: EvaluationSettings = field(metadata={"help": "intervals and the LC win rate (evaluation:)"})
+    mlflow: MlflowSettings = field(metadata={"help": "where the runs go (mlflow:)"})
 
     def __post_init__(self):
         unknown = [v for v in self.grid_variants if v not in self.variants]
@@ -149,6 +153,11 @@ class Study:
         return list(dict.fromkeys(b for name in self.grid_variants for b in self.variants[name].betas))
 
     @property
+    def temperatures(self) -> tuple[float, ...]:
+        """Sampling temperatures of generation."""
+        return self.generation.temperatures
+
+    @property
     def temperature_labels(self) -> list[str]:
         return [format_value(float(t)) for t in self.temperatures]
 
@@ -179,7 +188,7 @@ class Study:
     def score_judge(self) -> str:
         """The judge of the score-vs-length plot: the primary judge if it is pointwise, else the
         first pointwise judge (the config check makes sure there is one)."""
-        primary = self.config["evaluation"]["primary_judge"]
+        primary = self.evaluation.primary_judge
         return primary if primary in self.pointwise_judges else self.pointwise_judges[0]
 
     # ---- sections, as plain dicts for the stage settings classes ------------------------------

@@ -11,7 +11,7 @@ from dpolab.judges import GoldJudge, VaderJudge, make_judge
 from dpolab.models import load_policy
 
 study, wildcards, inputs, outputs = jobs.study_of(snakemake), snakemake.wildcards, snakemake.input, snakemake.output
-ev, judge_specs = study.section("evaluation"), study.section("judges")
+ev, judge_specs = study.evaluation, study.section("judges")
 if wildcards.policy == "sft":
     identity, skipped_sft = {"variant": "sft", "loss": "", "beta": None, "seed": None}, False
 else:
@@ -19,7 +19,7 @@ else:
     identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed}
     skipped_sft = point.skipped_sft
 
-with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skipped_sft": str(skipped_sft).lower()}, params={"evaluation": ev, "judges": judge_specs}):
+with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skipped_sft": str(skipped_sft).lower()}, params={"evaluation": study.section("evaluation"), "judges": judge_specs}):
     # gold and VADER always: the study's reward and its second opinion; then every pointwise judge
     gold, vader = GoldJudge.load(Path(inputs.judge)), VaderJudge()
     # judges of kind gold/vader reuse those scores; other pointwise judges (reward models) load here
@@ -45,7 +45,7 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
         policy_logps = reference_logps if policy is reference else completion_logps(policy, *token_ids)
         metrics = evaluate_policy(
             samples, policy_logps=policy_logps, reference_logps=reference_logps,
-            resamples=ev["bootstrap_resamples"], confidence=ev["confidence_level"], seed=ev["seed"],
+            resamples=ev.bootstrap_resamples, confidence=ev.confidence_level, seed=ev.seed,
         )
         metrics = {"policy": wildcards.policy, **identity, "temperature": float(temperature), **metrics}
         Path(metrics_file).write_text(json.dumps(metrics, indent=2))

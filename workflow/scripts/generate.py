@@ -9,18 +9,18 @@ from dpolab import jobs
 from dpolab.generate import make_sampler
 
 study = jobs.study_of(snakemake)
-cfg = study.section("generation")
-with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(study), params={"generation": cfg}):
+cfg = study.generation
+with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(study), params={"generation": study.section("generation")}):
     prompts = pd.read_parquet(snakemake.input.prompts)
     requests = list(zip(prompts["prompt_id"].tolist(), prompts["prompt"]))
     sampler = make_sampler(
-        cfg["engine"], Path(snakemake.input.model), max_model_len=cfg["max_new_tokens"] + 64, seed=cfg["seed"],
+        cfg.engine, Path(snakemake.input.model), max_model_len=cfg.max_new_tokens + 64, seed=cfg.seed,
         device=study.device, cache_dir=jobs.vllm_cache(snakemake),
     )
     for temperature, out_file in zip(study.temperatures, snakemake.output.samples):
         # The same seeds for every policy: policies differ only by their weights.
-        rows = sampler.sample(requests, n=1, temperature=float(temperature), top_p=cfg["top_p"],
-                              max_new_tokens=cfg["max_new_tokens"], seed=cfg["seed"])
+        rows = sampler.sample(requests, n=1, temperature=float(temperature), top_p=cfg.top_p,
+                              max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
         with open(out_file, "w") as handle:
             for (pid, prompt), (sample,) in zip(requests, rows):
                 record = {"prompt": prompt, "temperature": float(temperature), **asdict(sample)}

@@ -14,7 +14,7 @@ with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluat
     table.to_csv(outputs.summary, index=False)
     Path(outputs.summary_page).write_text(summary_html(table, f"DPO study {study.name}: summary"))
     plots = write_plots(table, pd.read_parquet(inputs.scores), Path(outputs.frontier).parent,
-                        primary_judge=study.config["evaluation"]["primary_judge"], score_judge=snakemake.params.score_judge)
+                        primary_judge=study.evaluation.primary_judge, score_judge=snakemake.params.score_judge)
     Path(outputs.config).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table.to_string(index=False))
