@@ -1,4 +1,4 @@
-"""Each loss pinned to its formula on fixed numbers (DESIGN.md)."""
+"""Each loss pinned to its formula (its registry summary) on fixed numbers."""
 
 import math
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-# vLLM's CPU build reads these at import time (see STACK-NOTES.md).
+# vLLM's CPU build reads these at import time: a 1 GiB KV cache (plenty for the study's short
+# sequences, and jobs side by side share the RAM), the engine core in this process (no extra
+# process per job), OpenMP threads not pinned to cores (another job may use them), no Hub access.
 VLLM_CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -39,7 +41,7 @@ def request_seed(seed: int, prompt_id: int, sample_index: int = 0, salt: int = 0
 
 def vllm_engine(model_dir: Path | str, *, max_model_len: int, seed: int, device: str = "cpu",
                 cache_dir: Path | None = None, revision: str | None = None, trust_remote_code: bool = False):
-    """A vLLM engine with the CPU settings from STACK-NOTES.md (fp32, eager, in-process)."""
+    """A vLLM engine; on the CPU in fp32 (the dtype policies are trained and saved in) and eager mode (no CUDA graphs)."""
     if device == "cpu":
         for key, value in VLLM_CPU_ENV.items():
             os.environ.setdefault(key, value)

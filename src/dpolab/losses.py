@@ -2,7 +2,7 @@
 
 Every loss takes the summed completion log-probs of the policy and of the reference for the
 chosen and the rejected response (tensors of shape [B]) and returns the per-example loss [B].
-The formulas are the ones in DESIGN.md; each is pinned by a unit test on fixed numbers.
+Each formula is written in its function's summary and pinned by a unit test on fixed numbers.
 TRL is our training engine, but its sigmoid loss ignores ``label_smoothing`` and its ``ipo``
 averages per token, so the formulas we promise live here, in one registry.
 """
