@@ -19,6 +19,7 @@ Nothing here imports torch, transformers, vLLM or MLflow: a dry run must stay fa
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from pathlib import Path
@@ -31,6 +32,7 @@ from dpolab.errors import ConfigError
 from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, GenerationSettings, JudgeConfig, MlflowSettings,
                              PairsSettings, SFTSettings)
 from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
+from dpolab.locate import is_hub_id
 from dpolab.study import Study, Variant, format_value, freeze, thaw
 from dpolab.variants import RULE_VARIANTS, WORKFLOW_RULES, RuleVariant
 
@@ -119,6 +121,7 @@ def _schema() -> dict:
     return yaml.load(SCHEMA.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
+@functools.cache
 def _validator_class():
     """Draft 2020-12 with two changes: `default`s are filled in (into our copy), and an integer
     is an int (JSON Schema counts 1.0 as an integer, but a seed of 1.0 would be `seed~1.0` in
@@ -430,15 +433,9 @@ def check_study(config: dict, variants: dict[str, Variant]) -> None:
     check_tracking_scheme(config["mlflow"]["tracking_uri"])
 
 
-# A Hugging Face Hub id: `name` or `owner/name`, each part letters, digits, - _ . (not first or last,
-# no -- or ..), at most 96 characters: huggingface_hub's own rule (validate_repo_id), which would
-# otherwise fail inside the resource sizing with its own error.
-_HUB_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?$")
-
-
 def check_hub_id(repo_id: str, where: str) -> None:
-    parts = repo_id.split("/")
-    if len(parts) > 2 or not all(_HUB_PART.match(p) for p in parts) or "--" in repo_id or ".." in repo_id:
+    """huggingface_hub would otherwise refuse the id inside the resource sizing, with its own error."""
+    if not is_hub_id(repo_id):
         raise ConfigError(f"{where}: {_short(repo_id)} is not a Hugging Face Hub id (owner/name: letters, digits, "
                           "- _ . and one slash, at most 96 characters a part); a local folder needs source: local")
 

