@@ -216,10 +216,6 @@ class Study:
         """The resolved config as plain dicts and lists (resolved_config.yaml, job.json)."""
         return thaw(self.config)
 
-    @functools.cached_property
-    def hash(self) -> str:
-        return config_hash(self.config)
-
 
 def config_hash(config: Mapping) -> str:
     return hashlib.sha256(json.dumps(thaw(config), sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -25,7 +25,6 @@ config.clear()
 config.update(study.to_dict())
 
 STUDY = study.results_dir
-GRID = study.points
 POLICIES = study.policies
 TEMPERATURES = study.temperature_labels
 DEVICE = study.device
