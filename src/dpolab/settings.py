@@ -83,6 +83,15 @@ class DPOSettings(TrainSettings):
 
 
 @dataclass(frozen=True)
+class RewardModelSettings(TrainSettings):
+    """A reward model trained in a preference study (reward_model:): TRL's RewardTrainer on pairs the
+    policies never train on, the study's gold judge in the role the IMDb classifier plays in the miniature."""
+
+    seed: int = field(metadata={"help": "seed of data order and of the score head's initialisation"})
+    section = "reward_model"
+
+
+@dataclass(frozen=True)
 class PairsSettings:
     """How the IMDb miniature makes its preference pairs (pairs:): SFT samples ranked by the gold judge."""
 
