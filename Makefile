@@ -9,7 +9,7 @@ CORES ?= all
 PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env system-deps check-config study smoke test test-unit mlflow-ui report dry-run clean-env
+.PHONY: env system-deps check-config study judge-server judge-server-stop smoke test test-unit mlflow-ui report dry-run clean-env
 
 # The stamp depends on the pins: editing envs/cpu.txt or pyproject.toml rebuilds the env.
 $(VENV)/.installed: envs/cpu.txt envs/slurm.txt pyproject.toml
@@ -40,8 +40,18 @@ system-deps:
 check-config: env
 	$(BIN)/python -m dpolab.config $(CONFIG)
 
-study: check-config
+# A config's LLM judges over HTTP on 127.0.0.1 that can be served offline (the preference-file
+# example's SmolLM2-135M-Instruct) are started first, in the background (make judge-server-stop).
+study: env
+	$(BIN)/python -m dpolab.judge_server --config $(CONFIG)
+	$(BIN)/python -m dpolab.config $(CONFIG)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+judge-server: env
+	$(BIN)/python -m dpolab.judge_server --config $(CONFIG)
+
+judge-server-stop: env
+	$(BIN)/python -m dpolab.judge_server --config $(CONFIG) --stop
 
 smoke: env
 	$(BIN)/python -m dpolab.config configs/smoke.yaml

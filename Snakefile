@@ -13,10 +13,23 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/mlflow.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/judge.smk"
+
+# The data stage and the study's own judge: the IMDb miniature makes its pairs (SFT samples ranked
+# by a gold classifier trained on reviews); a preference study reads them from its dataset and may
+# train a reward model on prompts the policies never see.
+if study.preferences:
+
+    include: "workflow/rules/preference_data.smk"
+    include: "workflow/rules/reward_model.smk"
+
+else:
+
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/judge.smk"
+    include: "workflow/rules/pairs.smk"
+
+
 include: "workflow/rules/sft.smk"
-include: "workflow/rules/pairs.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/dpo.smk"
 

@@ -78,6 +78,63 @@ def work(tmp_path_factory):
         server.server_close()
 
 
+# -- preference studies (data.source: preferences) ---------------------------------------------------------
+EXAMPLE_PREFERENCES = "configs/data/imdb_preferences.jsonl"  # the shipped conversational file (a copy is in `work`)
+
+
+def preference_study(**data) -> Callable[[dict, Path], None]:
+    """smoke.yaml made a preference study on the shipped file: no IMDb sections, a reward model
+    trained in the study; `data` adds to (or replaces) its data: section."""
+
+    def edit(config: dict, _where: Path) -> None:
+        for section in ("pairs", "judge"):
+            config.pop(section, None)
+        config["data"] = {"source": "preferences", "path": EXAMPLE_PREFERENCES, "n_train": 16, "n_test": 8, **data}
+        config["judges"] = {"rm": {"kind": "reward_model", "source": "study"}}
+        config["evaluation"].pop("primary_judge", None)
+
+    return edit
+
+
+def preference_file(name: str, text: str) -> Callable[[dict, Path], None]:
+    def edit(config: dict, where: Path) -> None:
+        (where / name).write_text(text)
+        config["data"]["path"] = str(where / name)
+
+    return edit
+
+
+def save_to_disk_folder(splits: list[str]) -> Callable[[dict, Path], None]:
+    """A folder laid out as datasets' save_to_disk writes a DatasetDict (its JSON descriptions only)."""
+    import json
+
+    def edit(config: dict, where: Path) -> None:
+        folder = where / "prefs"
+        for split in splits:
+            (folder / split).mkdir(parents=True)
+            features = {c: {"dtype": "string", "_type": "Value"} for c in ("prompt", "chosen", "rejected")}
+            (folder / split / "dataset_info.json").write_text(json.dumps({"features": features}))
+        (folder / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
+        config["data"]["path"] = str(folder)
+
+    return edit
+
+
+def model_without_chat_template(config: dict, where: Path) -> None:
+    folder = where / "plain_model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "vocab_size": 100}')
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 1024}')
+    config["model"] = {"source": "local", "path": str(folder)}
+
+
+def http_judge(**spec) -> Callable[[dict, Path], None]:
+    def edit(config: dict, _where: Path) -> None:
+        config["judges"]["llm"] = {"kind": "llm_http", **spec}
+
+    return edit
+
+
 # ---- the cases ---------------------------------------------------------------------------------
 @dataclass
 class Case:
@@ -516,6 +573,52 @@ CASES: list[Case] = [
     bad("bootstrap-resamples-10", "evaluation.bootstrap_resamples", setting("evaluation.bootstrap_resamples", 10)),
     bad("lc-l2-nan", "evaluation.lc_l2", setting("evaluation.lc_l2", math.nan)),
     bad("evaluation-seed-1.0", "evaluation.seed", setting("evaluation.seed", 1.0)),
+    # ---- preference studies: data, SFT, the reward model, judges -------------------------------------------
+    bad("pref-path-required", "data.path", preference_study(), deleting("data.path")),
+    bad("pref-file-missing", "data.path", preference_study(), lambda c, w: c["data"].update(path=str(w / "nope.jsonl")),
+        path=lambda where: where / "nope.jsonl"),
+    bad("pref-file-not-json", "data.path", preference_study(), preference_file("prefs.jsonl", "prompt,chosen\nnot json\n"),
+        path=lambda where: where / "prefs.jsonl"),
+    bad("pref-file-empty", "data.path", preference_study(), preference_file("prefs.jsonl", "\n"),
+        path=lambda where: where / "prefs.jsonl"),
+    bad("pref-columns-missing", "data.columns", preference_study(columns={"chosen": "good"}),
+        path=lambda _where: EXAMPLE_PREFERENCES),
+    bad("pref-prompt-column-missing", "data.columns.prompt", preference_study(columns={"prompt": "question"})),
+    bad("pref-columns-unknown-key", "data.columns.answer", preference_study(columns={"answer": "a"})),
+    bad("pref-hub-id-invalid", "data.path", preference_study(path="not a hub id!!")),
+    bad("pref-test-split-of-one-file", "data.test_split", preference_study(test_split="test")),
+    bad("pref-save-to-disk-without-the-split", "data.path", preference_study(train_split="training"),
+        save_to_disk_folder(["train", "test"])),
+    bad("pref-save-to-disk-test-split-unknown", "data.test_split", preference_study(test_split="validation"),
+        save_to_disk_folder(["train", "test"])),
+    bad("pref-imdb-key", "data.n_train_prompts", preference_study(n_train_prompts=64)),
+    bad("pref-n-train-zero", "data.n_train", preference_study(n_train=0)),
+    bad("pref-reward-fraction-1", "data.reward_fraction", preference_study(reward_fraction=1.0)),
+    bad("pref-imdb-key-on-imdb", "data.n_train", setting("data.n_train", 10)),
+    bad("pref-conversational-without-chat-template", "model", preference_study(), model_without_chat_template),
+    bad("pref-gold-judge", "judges.gold.kind", preference_study(), setting("judges.gold", {"kind": "gold"})),
+    bad("pref-pairs-section", "pairs", preference_study(), setting("pairs", {"completions_per_prompt": 3})),
+    bad("pref-sft-dataset-without-path", "sft.dataset.path", preference_study(), setting("sft.data", "dataset")),
+    bad("pref-sft-dataset-missing-file", "sft.dataset.path", preference_study(), setting("sft.data", "dataset"),
+        setting("sft.dataset", {"path": "/nonexistent/dpolab/sft.jsonl"}), path=lambda _where: "/nonexistent/dpolab/sft.jsonl"),
+    bad("pref-sft-dataset-unused", "sft.dataset", preference_study(), setting("sft.dataset", {"path": "sft.jsonl"})),
+    bad("pref-sft-data-unknown", "sft.data", preference_study(), setting("sft.data", "rejected")),
+    bad("pref-sft-data-on-imdb", "sft.data", setting("sft.data", "chosen")),
+    bad("reward-model-section-on-imdb", "reward_model", setting("reward_model", {"max_steps": 3})),
+    bad("reward-model-max-steps-zero", "reward_model.max_steps", preference_study(), setting("reward_model", {"max_steps": 0})),
+    bad("reward-model-trained-on-imdb", "judges.rm.source", reward_judge(None, source="study")),
+    bad("reward-model-trained-with-a-path", "judges.rm.path", preference_study(),
+        setting("judges.rm", {"kind": "reward_model", "source": "study", "path": "x"})),
+    bad("http-judge-without-base-url", "judges.llm.base_url", http_judge(model="m")),
+    bad("http-judge-without-model", "judges.llm.model", http_judge(base_url="http://127.0.0.1:8000/v1")),
+    bad("http-judge-base-url-ftp", "judges.llm.base_url", http_judge(base_url="ftp://host/v1", model="m")),
+    bad("http-judge-credentials-in-url", "judges.llm.base_url", http_judge(base_url="http://me:secret@host:8000/v1", model="m")),
+    bad("http-judge-down", "judges.llm.base_url",
+        lambda c, w: http_judge(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m")(c, w)),
+    bad("http-judge-api-key-env-unset", "judges.llm.api_key_env",
+        http_judge(base_url="http://127.0.0.1:8000/v1", model="m", api_key_env="DPOLAB_NO_SUCH_KEY")),
+    bad("http-judge-concurrency-zero", "judges.llm.max_concurrency", http_judge(base_url="http://h/v1", model="m",
+                                                                               max_concurrency=0)),
     # ---- mlflow ------------------------------------------------------------------------------------------
     bad("tracking-uri-not-a-uri", "mlflow.tracking_uri", setting("mlflow.tracking_uri", "not a uri")),
     bad("tracking-uri-ftp", "mlflow.tracking_uri", setting("mlflow.tracking_uri", "ftp://x")),

@@ -20,8 +20,12 @@ from dpolab.study import Study
 
 def check_environment(study: Study, workdir: Path) -> None:
     check_model(study.config["model"])
-    check_data(study.config["data"])
+    if study.preferences:
+        check_preference_data(study)
+    else:
+        check_data(study.config["data"])
     check_judge_paths(study.config["judges"])
+    check_http_judges(study.config["judges"])
     check_unpaired_files(study)
     check_tracking_uri(tracking_uri(study.config, Path(workdir) / study.results_dir))
 
@@ -58,6 +62,155 @@ def check_data(data) -> None:
             hint = f" (or raise data.{fraction})" if fraction else " (or lower data.eval_fraction / data.test_fraction)"
             raise ConfigError(f"data.{key}: {data[key]} prompts asked, but the {split} split has {sizes[split]} of the "
                               f"{n_reviews} IMDb reviews; at most {sizes[split]}{hint}")
+
+
+def check_preference_data(study: Study) -> None:
+    """A local preference file or save_to_disk folder: there, with the mapped columns, a test split
+    that can exist, and a chat template on the model when the rows are conversations. Rows are
+    checked one by one by the data job (with their row numbers); a Hub dataset is read there too."""
+    from dpolab.preference_data import check_columns, is_local
+
+    data = study.data
+    if is_local(data.path):
+        path = Path(data.path).expanduser()
+        try:
+            columns, first, splits = peek_dataset(path, data.train_split)
+        except ValueError as error:
+            raise ConfigError(f"data.path: {error}") from None
+        if splits is None and data.test_split:
+            raise ConfigError(f"data.test_split: {path} is a single file with one split; hold test prompts out of it "
+                              "with data.test_fraction (leave test_split out), or use a save_to_disk folder with splits")
+        if splits is not None and data.test_split and data.test_split not in splits:
+            raise ConfigError(f"data.test_split: {path} has no split {data.test_split!r} (splits: {', '.join(splits)})")
+        try:
+            check_columns(columns, data.column_map, str(path))
+        except ValueError as error:
+            raise ConfigError(f"data.columns: {error}") from None
+        if data.columns.get("prompt") and data.columns["prompt"] not in columns:
+            raise ConfigError(f"data.columns.prompt: {path} has no column {data.columns['prompt']!r} (has "
+                              f"{', '.join(map(str, columns))}); set columns.prompt: null when chosen and rejected hold "
+                              "whole conversations")
+        chosen = first.get(data.column_map["chosen"]) if first else None
+        if isinstance(chosen, list) and not model_has_chat_template(study.config["model"]):
+            raise ConfigError(f"model: {model_name(study.config['model'])} has no chat template, and {path} is "
+                              "conversational (lists of role/content messages); use a model with one (an instruct "
+                              "model) or data in the standard format (strings)")
+    if study.sft_source == "dataset":
+        dataset = study.sft_data.dataset
+        if is_local(dataset["path"]):
+            try:
+                columns, _, _ = peek_dataset(Path(dataset["path"]).expanduser(), dataset["split"])
+            except ValueError as error:
+                raise ConfigError(f"sft.dataset.path: {error}") from None
+            if not ("messages" in columns or {"prompt", "completion"} <= set(columns) or "text" in columns):
+                raise ConfigError(f"sft.dataset.path: {dataset['path']} has columns {', '.join(map(str, columns))}; an SFT "
+                                  "dataset needs a messages column, prompt and completion columns, or a text column")
+
+
+def peek_dataset(path: Path, split: str) -> tuple[list[str], dict | None, list[str] | None]:
+    """(columns, first row or None, split names or None for a single file) without reading the data:
+    a file's header or first line, or a save_to_disk folder's JSON descriptions."""
+    from dpolab.preference_data import FILE_SUFFIXES, file_columns
+
+    if path.is_dir():
+        splits = None
+        if (path / "dataset_dict.json").is_file():
+            splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+            if split not in splits:
+                raise ValueError(f"{path} has no split {split!r} (splits: {', '.join(splits)}); set data.train_split")
+            path = path / split
+        info = path / "dataset_info.json"
+        if not info.is_file():
+            raise ValueError(f"{path} is not a folder written by datasets' save_to_disk (no dataset_info.json)")
+        features = json.loads(info.read_text()).get("features", {})
+        first = {name: ([] if isinstance(f, list) or (isinstance(f, dict) and f.get("_type") in ("List", "Sequence"))
+                        else "") for name, f in features.items()}
+        return list(features), first, splits or []
+    if path.suffix not in FILE_SUFFIXES:
+        raise ValueError(f"{path}: not a data file ({', '.join(FILE_SUFFIXES)}) or a save_to_disk folder")
+    if not path.is_file():
+        raise ValueError(f"{path} not found")
+    try:
+        columns = file_columns(path)
+        first = _first_row(path)
+    except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
+        raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {str(error).splitlines()[0][:200] if str(error) else type(error).__name__}") from None
+    if first is None:
+        raise ValueError(f"{path} has no rows")
+    return columns, first, None
+
+
+def _first_row(path: Path) -> dict | None:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("each line must be a JSON object")
+                    return row
+        return None
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path)
+        if table.metadata.num_rows == 0:
+            return None
+        return next(table.iter_batches(batch_size=1)).to_pylist()[0]
+    if path.suffix == ".csv":
+        import pandas as pd
+
+        frame = pd.read_csv(path, nrows=1)
+        return frame.iloc[0].to_dict() if len(frame) else None
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(rows, dict):  # column-oriented JSON
+        return {k: v[0] for k, v in rows.items()} if rows and all(isinstance(v, list) and v for v in rows.values()) else None
+    return rows[0] if rows else None
+
+
+def model_name(model) -> str:
+    return model.get("path") or model.get("gguf_file") or model["source"]
+
+
+def model_has_chat_template(model) -> bool:
+    """Whether the study's tokenizer has a chat template; True when it cannot be told without a
+    download (a Hub model not in the cache: the data job checks it)."""
+    from dpolab.locate import gguf_path
+
+    if model["source"] in ("package", "scratch"):
+        # GGUF keeps its metadata (the template among it) at the start of the file: a byte search of
+        # the header, rather than parsing the whole file (seconds)
+        with gguf_path(model).open("rb") as handle:
+            return b"tokenizer.chat_template" in handle.read(16 * 2**20)
+    if model["source"] == "local":
+        folder = Path(model["path"])
+        config = folder / "tokenizer_config.json"
+        return (folder / "chat_template.jinja").is_file() or (
+            config.is_file() and bool(json.loads(config.read_text()).get("chat_template")))
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model["path"], "tokenizer_config.json", revision=model.get("revision"))
+    except Exception:  # noqa: BLE001 (an unusual cache: the data job checks)
+        return True
+    return bool(json.loads(Path(found).read_text()).get("chat_template")) if isinstance(found, str) else True
+
+
+def check_http_judges(judges) -> None:
+    """An HTTP judge's endpoint must answer and serve the model, with the API key (when named) set."""
+    from dpolab.http_judge import check_endpoint
+
+    for name, spec in judges.items():
+        if spec["kind"] != "llm_http":
+            continue
+        where = f"judges.{name}"
+        api_key = None
+        if spec.get("api_key_env"):
+            api_key = os.environ.get(spec["api_key_env"])
+            if not api_key:
+                raise ConfigError(f"{where}.api_key_env: the environment variable {spec['api_key_env']} is not set "
+                                  "(it holds the endpoint's API key); export it before running the study")
+        check_endpoint(spec["base_url"], spec["model"], api_key=api_key, where=where)
 
 
 def check_model_folder(path: str, section: str) -> None:

@@ -30,7 +30,7 @@ import yaml
 from dpolab import losses
 from dpolab.errors import ConfigError
 from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, GenerationSettings, JudgeConfig, MlflowSettings,
-                             PairsSettings, SFTSettings)
+                             PairsSettings, RewardModelSettings, SFTDataSettings, SFTSettings)
 from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
 from dpolab.locate import is_hub_id
 from dpolab.study import Study, Variant, format_value, freeze, thaw
@@ -293,9 +293,13 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
     if overrides:
         coerce_overrides(raw, thaw(overrides), schema)
     _check_finite(raw)
+    written = copy.deepcopy(raw)  # what the user wrote, before the schema's defaults fill it in
     _validate(raw, schema)
     variants = {name: resolve_variant(raw, name, dpo_schema=schema["properties"]["dpo"]) for name in raw["variants"]}
+    if raw["evaluation"]["primary_judge"] is None:  # the first judge (gold in the IMDb miniature)
+        raw["evaluation"]["primary_judge"] = next(iter(raw["judges"]))
     check_study(raw, variants)
+    check_data_source(raw, written)
     resolved = dict(raw, variants={name: resolved_entry(raw["variants"][name], v) for name, v in variants.items()})
     study = Study(
         name=raw["study"],
@@ -315,10 +319,15 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
 def stage_settings(config: dict) -> dict:
     """The typed settings of the sections that have them (dpolab.settings), checked by their
     own __post_init__ (messages start with the section's key)."""
-    classes = {"data": DataConfig, "judge": JudgeConfig, "sft": SFTSettings, "dpo": DPOSettings, "pairs": PairsSettings,
-               "generation": GenerationSettings, "evaluation": EvaluationSettings, "mlflow": MlflowSettings}
+    classes = {"data": DataConfig, "judge": JudgeConfig, "dpo": DPOSettings, "pairs": PairsSettings,
+               "reward_model": RewardModelSettings, "generation": GenerationSettings, "evaluation": EvaluationSettings,
+               "mlflow": MlflowSettings}
+    sft_data_keys = ("data", "dataset")  # what SFT trains on; the rest of sft: is how
     try:
-        return {name: settings(**config[name]) for name, settings in classes.items()}
+        settings = {name: settings(**config[name]) for name, settings in classes.items()}
+        settings["sft"] = SFTSettings(**{k: v for k, v in config["sft"].items() if k not in sft_data_keys})
+        settings["sft_data"] = SFTDataSettings(**{k: v for k, v in config["sft"].items() if k in sft_data_keys})
+        return settings
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from None
 
@@ -448,11 +457,19 @@ def check_judges(config: dict) -> None:
             if spec["source"] == "base":
                 if kind == "reward_model":
                     raise ConfigError(f"{where}.source: a reward model needs a local folder or hub id, not the base model")
+            elif spec["source"] == "study":
+                if kind != "reward_model":
+                    raise ConfigError(f"{where}.source: 'study' is a reward model trained in the study (kind: reward_model)")
+                if spec.get("path"):
+                    raise ConfigError(f"{where}.path: a reward model trained in the study (source: study) has no path; "
+                                      "remove it, or set source: local for your own model")
             elif not spec.get("path"):
                 raise ConfigError(f"{where}.path: required when {where}.source is {spec['source']!r}")
             elif spec["source"] == "hub":
                 check_hub_id(spec["path"], f"{where}.path")
-        if kind == "llm_pairwise":
+        if kind == "llm_http":
+            check_http_judge(spec, where)
+        if kind in ("llm_pairwise", "llm_http"):
             check_template(spec.get("template") or DEFAULT_PAIRWISE_TEMPLATE, f"{where}.template")
             labels = spec["labels"]
             for label, text in labels.items():
@@ -460,12 +477,125 @@ def check_judges(config: dict) -> None:
                     raise ConfigError(f"{where}.labels.{label}: must not be empty")
             if len({text.strip() for text in labels.values()}) != 3:
                 raise ConfigError(f"{where}.labels: first, second and tie must differ (got {dict(labels)})")
-    if all(spec["kind"] == "llm_pairwise" for spec in judges.values()):
+    if all(spec["kind"] in PAIRWISE_KINDS for spec in judges.values()):
         raise ConfigError("judges: add at least one pointwise judge (gold, vader or reward_model); "
                           "the score-length analysis needs scores")
     primary = config["evaluation"]["primary_judge"]
     if primary not in judges:
         raise ConfigError(f"evaluation.primary_judge: {primary!r} is not a judge; judges: {', '.join(judges)}")
+
+
+def check_http_judge(spec: Mapping, where: str) -> None:
+    """An OpenAI-compatible endpoint: an http(s) base URL without credentials, and a model name."""
+    from urllib.parse import urlsplit
+
+    url = spec.get("base_url")
+    if not url:
+        raise ConfigError(f"{where}.base_url: required for kind llm_http (e.g. http://127.0.0.1:8000/v1)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as error:
+        raise ConfigError(f"{where}.base_url: {_short(url)} is not a valid URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}.base_url: {_short(url)} is not an http(s) URL with a host (e.g. http://127.0.0.1:8000/v1)")
+    if parts.username or parts.password:
+        raise ConfigError(f"{where}.base_url: do not put credentials in the URL (they would be logged); name the "
+                          f"environment variable that holds the API key in {where}.api_key_env")
+    if not spec.get("model"):
+        raise ConfigError(f"{where}.model: required for kind llm_http (the model name the endpoint serves)")
+
+
+# Keys of the llm_http kind only, and keys of the judges that load a model.
+HTTP_ONLY_KEYS = ("base_url", "model", "api_key_env", "system_prompt", "max_concurrency", "max_retries", "timeout")
+PAIRWISE_KINDS = ("llm_pairwise", "llm_http")
+# data: keys of each source; a key of the other source, when written, is refused by name
+IMDB_DATA_KEYS = ("eval_fraction", "n_train_prompts", "n_test_prompts", "prompt_min_tokens", "prompt_max_tokens",
+                  "n_sft_texts", "sft_max_words")
+PREFERENCE_DATA_KEYS = ("path", "revision", "train_split", "test_split", "columns", "n_train", "n_test",
+                        "max_prompt_length", "max_length", "reward_fraction")
+
+
+def _defaults(schema: Mapping) -> Any:
+    """The value the schema's defaults give a section (or key) the user left out."""
+    if "properties" in schema:
+        return {k: _defaults(v) for k, v in schema["properties"].items() if "default" in v or "properties" in v}
+    return schema.get("default")
+
+
+def _set(written: Mapping, key: str, schema: Mapping) -> bool:
+    """Whether `key` was written with a value other than its default. A job re-reads the resolved
+    config, where every default is written out: those must not count as the user's choice."""
+    if key not in written:
+        return False
+    default = _defaults(schema)
+    value = written[key]
+    if isinstance(value, Mapping) and isinstance(default, Mapping):
+        return any(_set(value, k, schema["properties"][k]) for k in value if k in schema.get("properties", {}))
+    return value != default
+
+
+def check_data_source(config: dict, written: Mapping) -> None:
+    """The keys of the data source in use (a key of the other source is a mistake worth naming),
+    what SFT trains on, and which judges fit the source. `written`: the config before defaults."""
+    properties = _schema()["properties"]
+    data, data_written = config["data"], written.get("data") or {}
+    preferences = data["source"] == "preferences"
+    foreign = [k for k in (IMDB_DATA_KEYS if preferences else PREFERENCE_DATA_KEYS)
+               if _set(data_written, k, properties["data"]["properties"][k])]
+    if foreign:
+        other = "movie_reviews" if preferences else "preferences"
+        raise ConfigError(f"data.{foreign[0]}: applies to data.source {other}, not {data['source']}")
+    sft_data = config["sft"]["data"]
+    judges = config["judges"]
+    if not preferences:
+        if _set(written, "reward_model", properties["reward_model"]):
+            raise ConfigError("reward_model: trains a reward model on a preference dataset; it applies to data.source "
+                              "preferences")
+        if sft_data is not None or _set(written.get("sft") or {}, "dataset", properties["sft"]["properties"]["dataset"]):
+            key = "sft.data" if sft_data is not None else "sft.dataset"
+            raise ConfigError(f"{key}: applies to data.source preferences; the IMDb miniature's SFT trains on review "
+                              "openings (leave it out)")
+        for name, spec in judges.items():
+            if spec["kind"] == "reward_model" and spec["source"] == "study":
+                raise ConfigError(f"judges.{name}.source: a reward model trained in the study needs preference pairs "
+                                  "(data.source: preferences); the IMDb miniature's gold judge is kind: gold")
+        return
+    if not data["path"]:
+        raise ConfigError("data.path: required when data.source is preferences (a .jsonl/.json/.parquet/.csv file, "
+                          "a save_to_disk folder or a Hub dataset id)")
+    check_dataset_path(data["path"], "data.path")
+    for section in ("pairs", "judge"):
+        if _set(written, section, properties[section]):
+            what = "makes pairs from SFT samples" if section == "pairs" else "trains the IMDb gold classifier"
+            raise ConfigError(f"{section}: {what}, which a preference study does not do (its pairs come from "
+                              "data.path); remove the section")
+    for name, spec in judges.items():
+        if spec["kind"] in ("gold", "vader"):
+            default = "" if "judges" in written else " (the default judges)"
+            raise ConfigError(f"judges.{name}.kind: {spec['kind']}{default} judges IMDb sentiment (data.source "
+                              "movie_reviews); a preference study uses reward_model (e.g. source: study), "
+                              "llm_pairwise or llm_http judges")
+    if sft_data == "dataset":
+        dataset = config["sft"]["dataset"]
+        if not dataset.get("path"):
+            raise ConfigError("sft.dataset.path: required when sft.data is dataset (a file, save_to_disk folder or "
+                              "Hub id with a messages column or prompt and completion columns)")
+        check_dataset_path(dataset["path"], "sft.dataset.path")
+    elif _set(written.get("sft") or {}, "dataset", properties["sft"]["properties"]["dataset"]):
+        raise ConfigError(f"sft.dataset: applies when sft.data is dataset (it is {sft_data or 'chosen'!r})")
+
+
+def check_dataset_path(path: str, where: str) -> None:
+    """A local file or folder (checked against the machine later), or a valid Hub dataset id."""
+    from dpolab.preference_data import FILE_SUFFIXES
+
+    local = Path(path).expanduser()
+    if local.suffix in FILE_SUFFIXES or local.is_absolute() or path.startswith((".", "~")) or local.exists():
+        return
+    if not is_hub_id(path):
+        raise ConfigError(f"{where}: {_short(path)} is neither a data file ({', '.join(FILE_SUFFIXES)}), an existing "
+                          "folder, nor a Hugging Face Hub dataset id (owner/name)")
 
 
 def check_tracking_scheme(uri: str | None) -> None:

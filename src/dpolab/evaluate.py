@@ -1,4 +1,4 @@
-"""Evaluation of one policy at one temperature: gold reward (bootstrap CI), VADER, KL to the
+"""Evaluation of one policy at one temperature: reward (bootstrap CI), VADER, KL to the
 reference estimated on the policy's own samples, and response lengths; plus the helpers the
 study-wide comparison (dpolab.compare, dpolab.winrate) shares."""
 
@@ -52,17 +52,19 @@ def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[li
 
 def evaluate_policy(samples: pd.DataFrame, *, policy_logps: np.ndarray, reference_logps: np.ndarray,
                     resamples: int, confidence: float, seed: int) -> dict:
-    """Metrics for one (policy, temperature) that need no other policy: gold reward with its
-    bootstrap CI, VADER, KL to the reference, lengths. `samples` carries gold_score,
+    """Metrics for one (policy, temperature) that need no other policy: the reward (the gold
+    classifier's in the IMDb miniature, else the study's score judge) with its bootstrap CI, VADER
+    (IMDb), KL to the reference, lengths. `samples` carries reward_score (or gold_score), optionally
     vader_score, completion_tokens and completion per prompt. Win rates are study-wide
     (dpolab.compare), since they pair each policy with SFT and fit across policies."""
-    reward_ci = bootstrap_ci(samples["gold_score"], resamples=resamples, confidence=confidence, seed=seed)
+    reward = samples["reward_score"] if "reward_score" in samples else samples["gold_score"]
+    reward_ci = bootstrap_ci(reward, resamples=resamples, confidence=confidence, seed=seed)
     return {
         "n": int(len(samples)),
-        "reward_mean": float(samples["gold_score"].mean()),
+        "reward_mean": float(reward.mean()),
         "reward_ci_low": reward_ci[0],
         "reward_ci_high": reward_ci[1],
-        "vader_mean": float(samples["vader_score"].mean()),
+        "vader_mean": float(samples["vader_score"].mean()) if "vader_score" in samples else float("nan"),
         "kl_mean": kl_estimate(policy_logps, reference_logps),
         "length_mean": float(samples["completion_tokens"].mean()),
         "length_median": float(samples["completion_tokens"].median()),

@@ -13,6 +13,7 @@ Judges:
 - RewardModelJudge: any AutoModelForSequenceClassification (a local folder or a hub id).
 - LLMPairwiseJudge: an instruction model run with vLLM on a prompt template; each pair is
   judged in both orders, so the judge's position bias is measured and averaged out.
+- HTTPPairwiseJudge (dpolab.http_judge): the same question to an OpenAI-compatible endpoint.
 """
 
 from __future__ import annotations
@@ -320,20 +321,39 @@ class LLMPairwiseJudge(Judge):
         })
 
 
-def make_judge(name: str, spec: dict, *, gold_dir=None, base_model_dir=None, device: str = "cpu", cache_dir=None) -> Judge:
-    """The judge a config entry `judges.<name>` describes (see the schema)."""
+def make_judge(name: str, spec: dict, *, gold_dir=None, base_model_dir=None, reward_model_dir=None,
+               reward_model_max_length: int | None = None, default_template: str | None = None, verdict_cache=None,
+               device: str = "cpu", cache_dir=None) -> Judge:
+    """The judge a config entry `judges.<name>` describes (see the schema). `reward_model_dir`: the
+    reward model trained in the study (source: study), scored at the length it was trained and
+    measured at (`reward_model_max_length`); `default_template`: the pairwise question when the
+    config gives none; `verdict_cache`: where an HTTP judge keeps its verdicts."""
     kind = spec["kind"]
+    template = spec.get("template") or default_template
     if kind == "gold":
         judge = GoldJudge.load(gold_dir)
     elif kind == "vader":
         judge = VaderJudge()
     elif kind == "reward_model":
-        judge = RewardModelJudge(name, spec["path"], revision=spec.get("revision"), trust_remote_code=spec["trust_remote_code"],
+        if spec.get("source") == "study":
+            if reward_model_dir is None:
+                raise ValueError(f"judges.{name}: the reward model trained in the study was not given to this job")
+            path, max_length = str(reward_model_dir), reward_model_max_length or spec["max_length"]
+        else:
+            path, max_length = spec["path"], spec["max_length"]
+        judge = RewardModelJudge(name, path, revision=spec.get("revision"), trust_remote_code=spec["trust_remote_code"],
                                  label=spec.get("label"), chat_template=spec["chat_template"], batch_size=spec["batch_size"],
-                                 max_length=spec["max_length"])
+                                 max_length=max_length)
+    elif kind == "llm_http":
+        from dpolab.http_judge import HTTPPairwiseJudge
+
+        judge = HTTPPairwiseJudge(name, base_url=spec["base_url"], model=spec["model"], api_key_env=spec.get("api_key_env"),
+                                  template=template, system_prompt=spec.get("system_prompt"), labels=spec.get("labels"),
+                                  max_concurrency=spec["max_concurrency"], max_retries=spec["max_retries"],
+                                  timeout=spec["timeout"], cache_path=verdict_cache)
     elif kind == "llm_pairwise":
         model_dir = base_model_dir if spec["source"] == "base" else spec["path"]
-        judge = LLMPairwiseJudge(name, model_dir, template=spec.get("template"), labels=spec.get("labels"),
+        judge = LLMPairwiseJudge(name, model_dir, template=template, labels=spec.get("labels"),
                                  chat_template=spec["chat_template"], max_model_len=spec["max_length"], seed=spec["seed"],
                                  device=device, cache_dir=cache_dir, revision=spec.get("revision"),
                                  trust_remote_code=spec["trust_remote_code"])

@@ -1,7 +1,7 @@
 """Preference datasets as they come (HH-RLHF, UltraFeedback-binarized, TL;DR, a user's file):
 read, map to the columns TRL's DPOTrainer takes (prompt, chosen, rejected), checked row by row,
-split and subsampled. Groundwork for studies whose pairs are given rather than made (issue 14);
-not yet a `data.source` of the workflow.
+split and subsampled, and written as the data stage of a study whose pairs are given rather than
+made (`data.source: preferences`, `build`).
 
 Both formats TRL knows are accepted:
 - standard: `prompt`, `chosen`, `rejected` are strings;
@@ -249,3 +249,239 @@ def card(pairs: pd.DataFrame, **counts: int) -> dict:
         "chosen_longer_share": float(np.mean(np.array(chosen) > np.array(rejected))) if chosen else 0.0,
         **{k: int(v) for k, v in counts.items()},
     }
+
+
+# ---- the data stage of a preference study ---------------------------------------------------------
+def instruction_text(prompt) -> str:
+    """A prompt as a person reads it (what LLM judges see): the text of a standard prompt; the user's
+    message of a one-turn conversation; else the conversation as `Role: content` paragraphs."""
+    if isinstance(prompt, str):
+        return prompt
+    messages = [m for m in prompt if m["role"] != "system"]
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def response_text(response) -> str:
+    """A response as text: the string, or the assistant turns' contents."""
+    if isinstance(response, str):
+        return response
+    return "\n\n".join(m["content"] for m in response if m["role"] == "assistant")
+
+
+class ChatRenderer:
+    """Pairs as the policy reads them: standard rows as they are; conversational rows through the
+    tokenizer's chat template (TRL's apply_chat_template, as its trainers do), the prompt ending with
+    the assistant header and each response ending with the end-of-turn token, so that what DPO trains
+    on is what generation produces (sampling stops at that token)."""
+
+    def __init__(self, tokenizer, data_format: str, *, model_key: str = "model"):
+        self.tokenizer, self.format = tokenizer, data_format
+        if data_format == "conversational" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"{model_key}: the model's tokenizer has no chat template, and the data is conversational "
+                             "(lists of role/content messages); use a model with one (an instruct model) or data in "
+                             "the standard format (strings)")
+
+    def pair(self, prompt, chosen, rejected) -> tuple[str, str, str]:
+        if self.format == "standard":
+            return prompt, chosen, rejected
+        from trl.data_utils import apply_chat_template
+
+        rendered = apply_chat_template({"prompt": list(prompt), "chosen": list(chosen), "rejected": list(rejected)},
+                                       self.tokenizer)
+        return rendered["prompt"], self._end_turn(rendered["chosen"]), self._end_turn(rendered["rejected"])
+
+    def prompt(self, prompt) -> str:
+        if self.format == "standard":
+            return prompt
+        from trl.data_utils import apply_chat_template
+
+        return apply_chat_template({"prompt": list(prompt)}, self.tokenizer)["prompt"]
+
+    def _end_turn(self, text: str) -> str:
+        # templates add a newline after the end-of-turn token; generation stops at the token
+        eos = self.tokenizer.eos_token
+        stripped = text.rstrip("\n")
+        return stripped if eos and stripped.endswith(eos) else text
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def read_pairs(source: str, split: str | None, revision: str | None, columns: Mapping[str, str], where: str) -> pd.DataFrame:
+    """A split of a preference dataset as checked pairs; errors start with `where` (the config key)."""
+    try:
+        return to_pairs(read_table(source, split=split, revision=revision), columns)
+    except ValueError as error:
+        raise ValueError(f"{where}: {source}: {error}") from None
+
+
+def _unique_prompts(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct prompt (its first pair), in order."""
+    keys = pd.Series([_text(p) for p in pairs["prompt"]])
+    first = pairs[~keys.duplicated().to_numpy()].reset_index(drop=True)
+    first.attrs.update(pairs.attrs)
+    return first
+
+
+def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_dataset: Mapping | None,
+          reward_model: bool) -> dict:
+    """The data stage of a preference study. `cfg`: dpolab.settings.DataConfig; `out`: the paths of
+    pairs, pair_stats, prompts_test, card, and (when used) sft_train, reward_train, reward_eval.
+    `sft_source`: chosen, dataset or none. `reward_model`: hold out prompts for one. Returns the card."""
+    columns = cfg.column_map
+    train = read_pairs(cfg.path, cfg.train_split, cfg.revision, columns, "data.path")
+    if cfg.test_split:
+        test = read_pairs(cfg.path, cfg.test_split, cfg.revision, columns, "data.test_split")
+        if test.attrs["format"] != train.attrs["format"]:
+            raise ValueError(f"data.test_split: {cfg.test_split} is {test.attrs['format']}, {cfg.train_split} is "
+                             f"{train.attrs['format']}; both splits must have one format")
+    else:
+        train, test = held_out_split(train, cfg.test_fraction, cfg.seed)
+    data_format = train.attrs["format"]
+    renderer = ChatRenderer(tokenizer, data_format)
+    counts = {"rows_train_split": int(len(train)), "rows_test_split": int(len(test))}
+    train, counts["ties_dropped_train"] = drop_ties(train)
+    test, counts["ties_dropped_test"] = drop_ties(test)
+
+    def rendered(pairs: pd.DataFrame) -> pd.DataFrame:
+        texts = [renderer.pair(p, c, r) for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])]
+        frame = pd.DataFrame({
+            "row": pairs["row"].to_numpy(),
+            "prompt": [t[0] for t in texts], "chosen": [t[1] for t in texts], "rejected": [t[2] for t in texts],
+            "instruction": [instruction_text(p) for p in pairs["prompt"]],
+            "chosen_text": [response_text(c) for c in pairs["chosen"]],
+            "rejected_text": [response_text(r) for r in pairs["rejected"]],
+        })
+        frame.attrs.update(pairs.attrs)
+        return frame
+
+    train, test = rendered(train), rendered(test)
+    train, counts["too_long_dropped_train"] = within_lengths(train, renderer.count, max_prompt_length=cfg.max_prompt_length,
+                                                             max_length=cfg.max_length)
+    test, counts["too_long_dropped_test"] = within_lengths(test, renderer.count, max_prompt_length=cfg.max_prompt_length,
+                                                           max_length=cfg.max_length)
+    reward_train = None
+    if reward_model:  # prompts the policies never see: the reward model's own pairs
+        train, reward_train = held_out_split(train, cfg.reward_fraction, cfg.seed + 1)
+    policy_pairs = subsample(train, cfg.n_train, cfg.seed + 2)
+    test_prompts = subsample(_unique_prompts(test), cfg.n_test, cfg.seed + 3)
+
+    prompt_ids = {p: i for i, p in enumerate(dict.fromkeys(policy_pairs["prompt"]))}
+    chosen_tokens = [renderer.count(c) for c in policy_pairs["chosen"]]
+    rejected_tokens = [renderer.count(r) for r in policy_pairs["rejected"]]
+    pairs = pd.DataFrame({
+        "pair_id": np.arange(len(policy_pairs)),
+        "prompt_id": [prompt_ids[p] for p in policy_pairs["prompt"]],
+        "prompt": policy_pairs["prompt"], "chosen": policy_pairs["chosen"], "rejected": policy_pairs["rejected"],
+        "chosen_tokens": chosen_tokens, "rejected_tokens": rejected_tokens,
+        "relabelled_for_length": False, "source_row": policy_pairs["row"],
+    })
+    prompts = pd.DataFrame({
+        "prompt_id": np.arange(len(test_prompts)),
+        "prompt": test_prompts["prompt"],  # what the policy reads (chat template applied)
+        "instruction": test_prompts["instruction"],  # what an LLM judge reads
+        "chosen": test_prompts["chosen_text"], "rejected": test_prompts["rejected_text"],
+        "prompt_tokens": [renderer.count(p) for p in test_prompts["prompt"]],
+        "source_row": test_prompts["row"],
+    })
+    for name in ("pairs", "prompts_test"):
+        Path(out[name]).parent.mkdir(parents=True, exist_ok=True)
+    pairs.to_parquet(out["pairs"], index=False)
+    prompts.to_parquet(out["prompts_test"], index=False)
+    stats = {
+        "pairs": int(len(pairs)),
+        "chosen_longer_share": float(np.mean(np.array(chosen_tokens) > np.array(rejected_tokens))),
+        "length_difference_mean": float(np.mean(np.array(chosen_tokens) - np.array(rejected_tokens))),
+        "chosen_tokens_mean": float(np.mean(chosen_tokens)),
+        "rejected_tokens_mean": float(np.mean(rejected_tokens)),
+        "relabelled_for_length": 0,
+        "source": "dataset",
+    }
+    Path(out["pair_stats"]).write_text(json.dumps(stats, indent=2))
+
+    sft_card = {"source": sft_source}
+    if sft_source == "chosen":
+        sft = pd.DataFrame({"prompt": pairs["prompt"], "completion": pairs["chosen"]})
+        sft.to_parquet(out["sft_train"], index=False)
+        sft_card["examples"] = int(len(sft))
+    elif sft_source == "dataset":
+        sft = sft_examples(sft_dataset, tokenizer, seed=cfg.seed + 4)
+        sft.to_parquet(out["sft_train"], index=False)
+        sft_card.update(examples=int(len(sft)), path=sft_dataset["path"], split=sft_dataset["split"],
+                        columns=list(sft.columns))
+
+    reward_card = None
+    if reward_train is not None:
+        reward_columns = ["prompt", "chosen", "rejected"]
+
+        def as_judged(frame):  # the text a pointwise judge scores: the prompt, then the response's text
+            return pd.DataFrame({"prompt": frame["prompt"], "chosen": frame["chosen_text"], "rejected": frame["rejected_text"]})
+
+        as_judged(reward_train)[reward_columns].to_parquet(out["reward_train"], index=False)
+        as_judged(test)[reward_columns].to_parquet(out["reward_eval"], index=False)
+        reward_card = {"train": card(reward_train), "eval": card(test),
+                       "disjoint_from_policy_pairs": "by prompt (data.reward_fraction of the training split's prompts)"}
+
+    summary = {
+        "source": "preferences",
+        "path": cfg.path, "revision": cfg.revision, "train_split": cfg.train_split,
+        "test_split": cfg.test_split or f"held out: {cfg.test_fraction} of {cfg.train_split}'s prompts (seed {cfg.seed})",
+        "format": data_format,
+        "columns": dict(cfg.columns),
+        "chat_template": data_format == "conversational",
+        "counts": counts,
+        "policy_pairs": card(policy_pairs),
+        "test_prompts": int(len(prompts)),
+        "test_pairs_for_judges": card(test),
+        "prompt_tokens_mean": {"train": float(np.mean([renderer.count(p) for p in pairs["prompt"]])),
+                               "test": float(prompts["prompt_tokens"].mean())},
+        "sft": sft_card,
+        "reward_model_pairs": reward_card,
+        "prompt_examples": prompts["instruction"].head(5).tolist(),
+    }
+    Path(out["card"]).write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def sft_examples(dataset: Mapping, tokenizer, *, seed: int) -> pd.DataFrame:
+    """A separate SFT dataset as SFTTrainer's columns: `text` (language modelling: plain text, or a
+    `messages` conversation through the chat template) or `prompt` + `completion` (loss on the
+    completion; conversational ones through the chat template)."""
+    where = "sft.dataset.path"
+    try:
+        frame = read_table(dataset["path"], split=dataset["split"], revision=dataset.get("revision"))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    frame = subsample(frame.reset_index(drop=True), dataset.get("n"), seed)
+    if "messages" in frame:
+        for row, messages in enumerate(frame["messages"]):
+            _check_messages(messages, f"{where}: row {row}, messages", response=True)
+        _need_template(tokenizer)
+        return pd.DataFrame({"text": [tokenizer.apply_chat_template([dict(m) for m in m_], tokenize=False)
+                                      for m_ in frame["messages"]]})
+    if {"prompt", "completion"} <= set(frame.columns):
+        if _is_messages(frame["prompt"].iloc[0]):
+            from trl.data_utils import apply_chat_template
+
+            _need_template(tokenizer)
+            for row, (prompt, completion) in enumerate(zip(frame["prompt"], frame["completion"])):
+                _check_messages(prompt, f"{where}: row {row}, prompt", response=False)
+                _check_messages(completion, f"{where}: row {row}, completion", response=True)
+            rendered = [apply_chat_template({"prompt": list(p), "completion": list(c)}, tokenizer)
+                        for p, c in zip(frame["prompt"], frame["completion"])]
+            return pd.DataFrame({"prompt": [r["prompt"] for r in rendered], "completion": [r["completion"] for r in rendered]})
+        bad = [i for i, (p, c) in enumerate(zip(frame["prompt"], frame["completion"])) if not isinstance(p, str) or not isinstance(c, str)]
+        if bad:
+            raise ValueError(f"{where}: row {bad[0]}: prompt and completion must be strings (or both lists of messages)")
+        return frame[["prompt", "completion"]].reset_index(drop=True)
+    if "text" in frame:
+        return frame[["text"]].reset_index(drop=True)
+    raise ValueError(f"{where}: {dataset['path']} has columns {', '.join(map(str, frame.columns))}; an SFT dataset needs "
+                     "a messages column, prompt and completion columns, or a text column")
+
+
+def _need_template(tokenizer) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("model: the model's tokenizer has no chat template, and sft.dataset is conversational")

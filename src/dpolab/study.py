@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, GenerationSettings, JudgeConfig, MlflowSettings,
-                             PairsSettings, SFTSettings)
+                             PairsSettings, RewardModelSettings, SFTDataSettings, SFTSettings)
 
 STARTS_FROM = ("sft", "base")
 
@@ -109,6 +109,8 @@ class Study:
     data: DataConfig = field(metadata={"help": "the data stage's settings (data:)"})
     judge: JudgeConfig = field(metadata={"help": "the gold judge's training (judge:)"})
     sft: SFTSettings = field(metadata={"help": "SFT's settings (sft:)"})
+    sft_data: SFTDataSettings = field(metadata={"help": "what SFT trains on (sft.data, sft.dataset)"})
+    reward_model: RewardModelSettings = field(metadata={"help": "a reward model trained in the study (reward_model:)"})
     dpo: DPOSettings = field(metadata={"help": "preference training's settings (dpo:), shared by every variant"})
     pairs: PairsSettings = field(metadata={"help": "how the miniature makes its pairs (pairs:)"})
     generation: GenerationSettings = field(metadata={"help": "how policies answer the test prompts (generation:)"})
@@ -175,14 +177,49 @@ class Study:
                 rules.setdefault(self.variants[v].rule, []).append(v)
         return rules
 
+    # ---- data ---------------------------------------------------------------------------------
+    @property
+    def preferences(self) -> bool:
+        """A study on a preference dataset (data.source: preferences): its pairs come from the data,
+        so there is no pairs stage and no IMDb gold classifier."""
+        return self.data.preferences
+
+    @property
+    def sft_skipped(self) -> bool:
+        """sft.data: none: the base model is the reference and where every policy starts."""
+        return self.sft_data.skipped
+
+    @property
+    def sft_source(self) -> str:
+        """What SFT trains on: reviews (the IMDb miniature), chosen, dataset or none."""
+        if not self.preferences:
+            return "reviews"
+        return self.sft_data.data or "chosen"
+
     # ---- judges -----------------------------------------------------------------------------
     @property
     def pairwise_judges(self) -> list[str]:
-        return [name for name, spec in self.config["judges"].items() if spec["kind"] == "llm_pairwise"]
+        return [name for name, spec in self.config["judges"].items() if spec["kind"] in ("llm_pairwise", "llm_http")]
 
     @property
     def pointwise_judges(self) -> list[str]:
-        return [name for name, spec in self.config["judges"].items() if spec["kind"] != "llm_pairwise"]
+        return [name for name, spec in self.config["judges"].items() if spec["kind"] not in ("llm_pairwise", "llm_http")]
+
+    @property
+    def study_reward_judges(self) -> list[str]:
+        """Judges that are the reward model trained in the study (kind reward_model, source study)."""
+        return [name for name, spec in self.config["judges"].items()
+                if spec["kind"] == "reward_model" and spec.get("source") == "study"]
+
+    @property
+    def trains_reward_model(self) -> bool:
+        return bool(self.study_reward_judges)
+
+    @property
+    def reward_judge(self) -> str:
+        """The judge whose score is a policy's `reward` (mean and CI in the summary, the reward-vs-KL
+        frontier): the gold classifier in the IMDb miniature, else the score judge."""
+        return "gold" if not self.preferences and "gold" in self.config["judges"] else self.score_judge
 
     @property
     def score_judge(self) -> str:

@@ -31,6 +31,10 @@ DEVICE = study.device
 POLICY_TEMPERATURES = [(p, t) for p in POLICIES for t in TEMPERATURES]  # explicit order for study-wide rules
 PAIRWISE_JUDGES = study.pairwise_judges
 SCORE_JUDGE = study.score_judge  # the score-vs-length scatter needs a pointwise judge
+# The reference model and the start of every policy: the SFT model, or the base model itself when
+# a preference study skips SFT (sft.data: none, e.g. an instruct model that is already tuned).
+SFT_MODEL = f"{STUDY}/base/model" if study.sft_skipped else f"{STUDY}/sft/model"
+REWARD_MODEL_DIR = f"{STUDY}/reward_model/model"  # a reward model trained in the study (judges with source: study)
 
 
 def _one_of(values):
@@ -138,13 +142,27 @@ def policy_benchmark(rule_name):
 def start_model(wildcards):
     """The model a rule variant's training starts from (its `starts_from`: sft or base)."""
     starts_from = study.variants[wildcards.variant].starts_from
-    return f"{STUDY}/sft/model" if starts_from == "sft" else f"{STUDY}/base/model"
+    return SFT_MODEL if starts_from == "sft" else f"{STUDY}/base/model"
 
 
 def policy_model_dir(wildcards):
     if wildcards.policy == "sft":
-        return f"{STUDY}/sft/model"
+        return SFT_MODEL
     return f"{STUDY}/dpo/{wildcards.policy}/model"
+
+
+def judge_inputs(wildcards=None):
+    """What the pointwise judges load: the IMDb gold classifier, or a reward model trained in the study."""
+    if not study.preferences:
+        return {"judge": f"{STUDY}/judge/gold"}
+    return {"reward_model": REWARD_MODEL_DIR} if study.trains_reward_model else {}
+
+
+def judge_accuracy(wildcards=None):
+    """The held-out accuracy of the judge trained in the study (gold classifier or reward model), if any."""
+    if not study.preferences:
+        return {"judge_accuracy": f"{STUDY}/judge/accuracy.json"}
+    return {"judge_accuracy": f"{STUDY}/reward_model/accuracy.json"} if study.trains_reward_model else {}
 
 
 def study_targets():

@@ -18,6 +18,8 @@ rule pairwise_judge:
         verdicts=f"{STUDY}/compare/pairwise/{{judge}}.parquet",
     params:
         policy_temperatures=POLICY_TEMPERATURES,
+        # an HTTP judge's verdicts, kept as they arrive (not an output: a failed job keeps them for the rerun)
+        verdict_cache=f"{STUDY}/cache/verdicts/{{judge}}.jsonl",
     log:
         f"{STUDY}/logs/pairwise_judge/{{judge}}.log",
     benchmark:
@@ -31,12 +33,12 @@ rule pairwise_judge:
 
 rule compare:
     input:
+        unpack(judge_inputs),
         study_run=STUDY_RUN,
         scored=[f"{STUDY}/evaluate/{p}/temp~{t}/scored.parquet" for p, t in POLICY_TEMPERATURES],
         pairwise=expand(f"{STUDY}/compare/pairwise/{{judge}}.parquet", judge=PAIRWISE_JUDGES),
         prompts=f"{STUDY}/data/prompts_test.parquet",
         pair_stats=f"{STUDY}/pairs/stats.json",
-        judge=f"{STUDY}/judge/gold",
     output:
         judgments=f"{STUDY}/compare/judgments.parquet",
         scores=f"{STUDY}/compare/scores.parquet",

@@ -3,7 +3,7 @@
 rule dpo:
     input:
         study_run=STUDY_RUN,
-        sft=f"{STUDY}/sft/model",
+        sft=SFT_MODEL,
         pairs=f"{STUDY}/pairs/pairs.parquet",
         reference=f"{STUDY}/reference/logps.parquet",
         reference_meta=f"{STUDY}/reference/meta.json",

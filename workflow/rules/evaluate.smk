@@ -1,12 +1,12 @@
 # One job per policy: judges and models load once, then every temperature is evaluated.
 rule evaluate:
     input:
+        unpack(judge_inputs),
         study_run=STUDY_RUN,
         samples=expand(f"{STUDY}/generate/{{{{policy}}}}/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
         sft_samples=expand(f"{STUDY}/generate/sft/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
-        judge=f"{STUDY}/judge/gold",
         model=policy_model_dir,
-        reference=f"{STUDY}/sft/model",
+        reference=SFT_MODEL,
     output:
         metrics=expand(f"{STUDY}/evaluate/{{{{policy}}}}/temp~{{temperature}}/metrics.json", temperature=TEMPERATURES),
         scored=expand(f"{STUDY}/evaluate/{{{{policy}}}}/temp~{{temperature}}/scored.parquet", temperature=TEMPERATURES),

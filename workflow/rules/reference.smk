@@ -2,7 +2,7 @@
 rule reference:
     input:
         study_run=STUDY_RUN,
-        sft=f"{STUDY}/sft/model",
+        sft=SFT_MODEL,
         pairs=f"{STUDY}/pairs/pairs.parquet",
     output:
         logps=f"{STUDY}/reference/logps.parquet",

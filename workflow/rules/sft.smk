@@ -13,20 +13,23 @@ rule base_model:
         "../scripts/base_model.py"
 
 
-rule sft:
-    input:
-        study_run=STUDY_RUN,
-        base=f"{STUDY}/base/model",
-        texts=f"{STUDY}/data/sft_train.parquet",
-    output:
-        model=directory(f"{STUDY}/sft/model"),
-        train_log=f"{STUDY}/sft/train_log.json",
-    log:
-        f"{STUDY}/logs/sft.log",
-    benchmark:
-        f"{STUDY}/benchmarks/sft.tsv"
-    threads: stage_threads()
-    resources:
-        **resources_for("sft"),
-    script:
-        "../scripts/sft.py"
+# No SFT job when a preference study starts from a tuned model (sft.data: none): SFT_MODEL is the base model.
+if not study.sft_skipped:
+
+    rule sft:
+        input:
+            study_run=STUDY_RUN,
+            base=f"{STUDY}/base/model",
+            texts=f"{STUDY}/data/sft_train.parquet",
+        output:
+            model=directory(f"{STUDY}/sft/model"),
+            train_log=f"{STUDY}/sft/train_log.json",
+        log:
+            f"{STUDY}/logs/sft.log",
+        benchmark:
+            f"{STUDY}/benchmarks/sft.tsv"
+        threads: stage_threads()
+        resources:
+            **resources_for("sft"),
+        script:
+            "../scripts/sft.py"

@@ -1,12 +1,12 @@
 rule summary:
     input:
+        unpack(judge_accuracy),
         study_run=STUDY_RUN,
         metrics=[f"{STUDY}/evaluate/{p}/temp~{t}/metrics.json" for p, t in POLICY_TEMPERATURES],
         win_rates=f"{STUDY}/compare/win_rates.csv",
         scores=f"{STUDY}/compare/scores.parquet",
         length=f"{STUDY}/compare/length_analysis.json",
         data_card=f"{STUDY}/data/data_card.json",
-        judge_accuracy=f"{STUDY}/judge/accuracy.json",
         pair_stats=f"{STUDY}/pairs/stats.json",
     output:
         summary=report(f"{STUDY}/summary.csv", caption="../report/summary.rst", category="Summary"),

@@ -20,7 +20,8 @@ with jobs.job(snakemake, "compare", params={"evaluation": study.section("evaluat
     for name in study.pointwise_judges:
         chosen_scores = None
         if len(chosen):
-            judge = make_judge(name, judge_specs[name], gold_dir=Path(inputs.judge))
+            judge = make_judge(name, judge_specs[name], gold_dir=inputs.get("judge"), reward_model_dir=inputs.get("reward_model"),
+                               reward_model_max_length=study.reward_model.max_length)
             chosen_scores = pd.Series(judge.score(test_prompts.tolist(), chosen.tolist()), index=chosen.index)
         frames.append(pointwise_judgments(scored, name, chosen_scores))
     for name, verdict_file in zip(study.pairwise_judges, inputs.pairwise, strict=True):

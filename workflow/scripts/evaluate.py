@@ -20,11 +20,12 @@ else:
     skipped_sft = point.skipped_sft
 
 with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skipped_sft": str(skipped_sft).lower()}, params={"evaluation": study.section("evaluation"), "judges": judge_specs}):
-    # gold and VADER always: the study's reward and its second opinion; then every pointwise judge
-    gold, vader = GoldJudge.load(Path(inputs.judge)), VaderJudge()
-    # judges of kind gold/vader reuse those scores; other pointwise judges (reward models) load here
-    judges = {name: make_judge(name, judge_specs[name]) for name in study.pointwise_judges
-              if judge_specs[name]["kind"] not in ("gold", "vader")}
+    # The IMDb miniature: gold and VADER always (the study's reward and its second opinion), and
+    # judges of kind gold/vader reuse those scores. Other pointwise judges (reward models) load here.
+    gold, vader = (GoldJudge.load(Path(inputs.judge)), VaderJudge()) if not study.preferences else (None, None)
+    judges = {name: make_judge(name, judge_specs[name], reward_model_dir=inputs.get("reward_model"),
+                               reward_model_max_length=study.reward_model.max_length)
+              for name in study.pointwise_judges if judge_specs[name]["kind"] not in ("gold", "vader")}
     reference, _ = load_policy(Path(inputs.reference))
     policy = reference if wildcards.policy == "sft" else load_policy(Path(inputs.model))[0]
 
@@ -33,13 +34,15 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
     ):
         samples = pd.read_json(samples_file, lines=True)
         prompts, completions = samples["prompt"].tolist(), samples["completion"].tolist()
-        by_kind = {"gold": gold.score(prompts, completions), "vader": vader.score(prompts, completions)}
+        by_kind = {"gold": gold.score(prompts, completions), "vader": vader.score(prompts, completions)} if gold else {}
         samples = samples.assign(
-            gold_score=by_kind["gold"], vader_score=by_kind["vader"],
+            **({"gold_score": by_kind["gold"], "vader_score": by_kind["vader"]} if gold else {}),
             completion_tokens=samples["completion_token_ids"].str.len(), chars=samples["completion"].str.len(),
             **{f"score_{name}": by_kind[judge_specs[name]["kind"]] if name not in judges else judges[name].score(prompts, completions)
                for name in study.pointwise_judges},
         )
+        # a policy's reward: the gold classifier's P(positive) (IMDb), else the study's score judge
+        samples["reward_score"] = samples["gold_score"] if gold else samples[f"score_{study.reward_judge}"]
         token_ids = samples["prompt_token_ids"].tolist(), samples["completion_token_ids"].tolist()
         reference_logps = completion_logps(reference, *token_ids)
         policy_logps = reference_logps if policy is reference else completion_logps(policy, *token_ids)
@@ -53,7 +56,7 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
         scored.drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
         step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")}
         mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in step.items()})
-        score_columns = ["gold_score", "vader_score"] + [f"score_{name}" for name in study.pointwise_judges]
+        score_columns = (["gold_score", "vader_score"] if gold else []) + [f"score_{name}" for name in study.pointwise_judges]
         mlflow.log_table(
             samples[["prompt_id", "prompt", "completion", *score_columns, "completion_tokens"]],
             f"generations_scored/temp_{float(temperature):g}.json",

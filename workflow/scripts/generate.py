@@ -13,8 +13,10 @@ cfg = study.generation
 with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(study), params={"generation": study.section("generation")}):
     prompts = pd.read_parquet(snakemake.input.prompts)
     requests = list(zip(prompts["prompt_id"].tolist(), prompts["prompt"]))
+    # the IMDb prompts are a few words; a preference study's test prompts carry their token counts
+    longest_prompt = int(prompts["prompt_tokens"].max()) + 8 if "prompt_tokens" in prompts else 64
     sampler = make_sampler(
-        cfg.engine, Path(snakemake.input.model), max_model_len=cfg.max_new_tokens + 64, seed=cfg.seed,
+        cfg.engine, Path(snakemake.input.model), max_model_len=cfg.max_new_tokens + longest_prompt, seed=cfg.seed,
         device=study.device, cache_dir=jobs.vllm_cache(snakemake),
     )
     for temperature, out_file in zip(study.temperatures, snakemake.output.samples):

@@ -13,8 +13,10 @@ with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluat
     table = summary_table([Path(p) for p in inputs.metrics], pd.read_csv(inputs.win_rates), skipped_sft)
     table.to_csv(outputs.summary, index=False)
     Path(outputs.summary_page).write_text(summary_html(table, f"DPO study {study.name}: summary"))
+    reward_label = "gold reward (P(positive))" if not study.preferences else f"reward ({study.reward_judge} score)"
     plots = write_plots(table, pd.read_parquet(inputs.scores), Path(outputs.frontier).parent,
-                        primary_judge=study.evaluation.primary_judge, score_judge=snakemake.params.score_judge)
+                        primary_judge=study.evaluation.primary_judge, score_judge=snakemake.params.score_judge,
+                        reward_label=reward_label)
     Path(outputs.config).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table.to_string(index=False))
@@ -26,5 +28,6 @@ with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluat
     # the study's headline results also go on the parent run, where a colleague opens the study
     tracking.log_study_results(
         inputs.study_run, table=table, files=[outputs.summary, outputs.summary_page, outputs.config],
-        folders={"study": [inputs.data_card, inputs.judge_accuracy, inputs.pair_stats, inputs.length], "plots": plots},
+        folders={"study": [inputs.data_card, *([inputs.judge_accuracy] if "judge_accuracy" in inputs.keys() else []),
+                           inputs.pair_stats, inputs.length], "plots": plots},
     )

@@ -1,0 +1,187 @@
+"""The real-task study configs (configs/studies/: the DPO paper's HH-RLHF dialogue and TL;DR
+summarization tasks, Zephyr-style DPO on UltraFeedback) pass the config check and dry-run under
+the SLURM profile, offline.
+
+Offline: each config's GPT-4 judge (kind llm_http, https://api.openai.com/v1) is pointed at a
+stand-in server on 127.0.0.1 (FakeModelList); its API key variable gets a dummy value; the
+placeholder MLflow server is replaced by the default sqlite store; HF_HUB_CACHE is an empty folder
+(nothing cached, nothing downloaded: model.n_params sizes the jobs)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dpolab.config import ROOT, read_study
+
+from conftest import copy_workflow
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+API_KEY_ENV, DUMMY_KEY = "OPENAI_API_KEY", "dummy-key-for-the-fake-server"
+# the GPU configs' tracking server (mlflow.example.org) does not exist: the default sqlite store instead
+NO_SERVER = "mlflow={tracking_uri: null}"
+
+
+@dataclass(frozen=True)
+class Expected:
+    sft_source: str  # what SFT trains on
+    sft_skipped: bool  # sft.data: none (no sft job)
+    reward_model: bool  # a judge with kind reward_model, source study (a reward_model job)
+    columns: dict  # data.columns as resolved
+    conversational_columns: bool = False  # the prompt comes from chosen/rejected (column_map without prompt)
+
+
+CONVERSATIONS = {"prompt": None, "chosen": "chosen", "rejected": "rejected"}
+STUDIES = {
+    "hh-rlhf-pythia-2.8b": Expected("chosen", False, True, CONVERSATIONS, conversational_columns=True),
+    "ultrafeedback-zephyr": Expected("none", True, False, CONVERSATIONS, conversational_columns=True),
+    "tldr-summarization": Expected("dataset", False, True, {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}),
+}
+
+
+class FakeModelList:
+    """A stand-in for an OpenAI-compatible API on 127.0.0.1 that answers only GET /v1/models (the
+    model listing the config check reads, dpolab.http_judge.check_endpoint), for the dry runs: no
+    judge request is made before a job runs. Records each request's path and Authorization."""
+
+    def __init__(self, models: list[str]):
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server API)
+                seen.append((self.path, self.headers.get("Authorization")))
+                if self.path.rstrip("/") != "/v1/models":
+                    self.send_error(404)
+                    return
+                body = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in models]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakeModelList":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def config_file(name: str) -> Path:
+    return ROOT / "configs" / "studies" / f"{name}.yaml"
+
+
+def http_judges(name: str) -> dict:
+    """name -> spec of the config's llm_http judges, as written."""
+    judges = yaml.safe_load(config_file(name).read_text())["judges"]
+    return {judge: spec for judge, spec in judges.items() if spec["kind"] == "llm_http"}
+
+
+def judge_overrides(name: str, base_url: str) -> dict:
+    """Only base_url of each HTTP judge: the rest of its entry (model, template, api_key_env) and
+    the other judges stay as the file has them (Snakemake merges --config mappings key by key, and
+    so does dpolab.config.merge for files)."""
+    return {judge: {"base_url": base_url} for judge in http_judges(name)}
+
+
+@pytest.fixture(scope="module")
+def fake_api():
+    models = sorted({spec["model"] for name in STUDIES for spec in http_judges(name).values()})
+    with FakeModelList(models) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def offline_env(tmp_path_factory):
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path_factory.mktemp("empty-hf-cache")),
+                **{API_KEY_ENV: DUMMY_KEY})
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("studies") / "wf")
+
+
+def test_every_study_config_is_covered():
+    assert sorted(p.stem for p in (ROOT / "configs" / "studies").glob("*.yaml")) == sorted([*STUDIES, "imdb-pythia-2.8b"])
+    for name in STUDIES:  # each needs the fake endpoint and the dummy key below
+        assert http_judges(name) and all(spec.get("api_key_env") == API_KEY_ENV for spec in http_judges(name).values())
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_config_check_passes_with_the_endpoint_faked(name, fake_api, offline_env, tmp_path, monkeypatch):
+    overrides = {"judges": judge_overrides(name, fake_api.base_url), "mlflow": {"tracking_uri": None}}
+    override_file = tmp_path / "offline.yaml"
+    override_file.write_text(yaml.safe_dump(overrides))
+    done = subprocess.run([sys.executable, "-m", "dpolab.config", str(config_file(name)), str(override_file)],
+                          cwd=tmp_path, env=offline_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"config OK: study {name}," in done.stdout
+    assert ("/v1/models", f"Bearer {DUMMY_KEY}") in fake_api.seen  # the check asked the fake server, with the key
+
+    # the resolved study, checked against this machine as the Snakefile does
+    monkeypatch.chdir(tmp_path)  # results/<study>/mlflow.db would be here (nothing is created)
+    monkeypatch.setenv(API_KEY_ENV, DUMMY_KEY)
+    monkeypatch.setenv("HF_HUB_CACHE", offline_env["HF_HUB_CACHE"])
+    study = read_study(config_file(name), overrides)
+    expected = STUDIES[name]
+    assert study.name == name and study.device == "cuda" and study.preferences
+    assert study.sft_source == expected.sft_source and study.sft_skipped == expected.sft_skipped
+    assert study.trains_reward_model == expected.reward_model
+    assert dict(study.data.columns) == expected.columns
+    assert ("prompt" not in study.data.column_map) == expected.conversational_columns
+    assert study.config["model"]["n_params"] > 1e9  # a Hub model: sized before any download
+    for judge, spec in http_judges(name).items():  # the override changed base_url alone
+        resolved = study.config["judges"][judge]
+        assert resolved["base_url"] == fake_api.base_url and resolved["model"] == spec["model"]
+        assert resolved["template"] == spec.get("template")
+    assert study.evaluation.primary_judge in study.pairwise_judges
+
+
+def rule_counts(output: str) -> dict[str, int]:
+    """rule -> jobs, from a dry run's job stats table."""
+    counts = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_dry_run_under_the_slurm_profile(name, work, fake_api, offline_env):
+    judges = json.dumps(judge_overrides(name, fake_api.base_url))  # JSON is YAML: the URL stays one quoted string
+    done = subprocess.run(
+        [SNAKEMAKE, "-n", "--quiet", "rules", "--profile", "profiles/slurm", "--configfile",
+         f"configs/studies/{name}.yaml", "--config", NO_SERVER, f"judges={judges}"],
+        cwd=work, env=offline_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    counts = rule_counts(done.stdout + done.stderr)
+    study = read_study(work / "configs" / "studies" / f"{name}.yaml", check_environment=False)
+    expected = STUDIES[name]
+    # a preference study: its pairs come from the dataset, so no pairs stage and no IMDb gold judge
+    assert "pairs" not in counts and "judge" not in counts, counts
+    for rule in ("mlflow_study", "base_model", "data", "reference", "compare", "summary"):
+        assert counts.get(rule) == 1, (rule, counts)
+    assert counts.get("sft", 0) == (0 if expected.sft_skipped else 1), counts
+    # the reward model judge survived the judges override (merged, not replaced)
+    assert counts.get("reward_model", 0) == (1 if expected.reward_model else 0), counts
+    assert counts["dpo"] == len(study.points) and {p.rule for p in study.points} == {"dpo"}
+    assert counts["generate"] == counts["evaluate"] == len(study.policies)  # the grid and the SFT (or base) model
+    assert counts["pairwise_judge"] == len(study.pairwise_judges) == 1
