@@ -9,7 +9,8 @@ import torch
 
 from dpolab.config import load_study, read_study, ROOT
 from dpolab.errors import ConfigError
-from dpolab.judges import LLMPairwiseJudge, RewardModelJudge, VaderJudge, combine_orders, make_judge, position_bias
+from dpolab.judge_factory import make_judge
+from dpolab.judges import LLMPairwiseJudge, RewardModelJudge, VaderJudge, combine_orders, position_bias
 
 PROMPTS = ["This movie was", "I watched it and", "The acting", "What a"]
 GOOD = [" wonderful and moving.", " loved every minute of it.", " is superb.", " great film!"]

@@ -157,3 +157,102 @@ def test_card_counts():
     summary = card(pairs, ties_dropped=ties)
     assert summary == {"pairs": 2, "prompts": 2, "format": "standard", "chosen_words_mean": 2.0, "rejected_words_mean": 1.5,
                        "chosen_longer_share": 0.5, "ties_dropped": 1}
+
+
+# ---- the data stage of a preference study (preference_data.build) ---------------------------------
+from dpolab.preference_data import ChatRenderer, build, instruction_text, response_text, sft_examples  # noqa: E402
+from dpolab.settings import DataConfig  # noqa: E402
+
+
+def test_ultrafeedback_layout_prompt_string_left_aside_with_prompt_null():
+    """UltraFeedback-binarized: a plain-text `prompt` beside conversations that hold the user turn."""
+    frame = pd.DataFrame({"prompt": ["Name a colour."], "chosen": [[user("Name a colour."), assistant("Blue.")]],
+                          "rejected": [[user("Name a colour."), assistant("Seven.")]]})
+    pairs = to_pairs(frame, DataConfig(columns={"prompt": None}).column_map)
+    assert pairs.attrs["format"] == "conversational" and pairs["prompt"][0] == [user("Name a colour.")]
+    assert pairs["chosen"][0] == [assistant("Blue.")]
+
+
+def test_readable_instruction_and_response_texts():
+    assert instruction_text([{"role": "system", "content": "Be brief."}, user("Hi")]) == "Hi"
+    assert instruction_text([user("Hi"), assistant("Hello"), user("Joke?")]) == "User: Hi\n\nAssistant: Hello\n\nUser: Joke?"
+    assert response_text([assistant("A"), user("B"), assistant("C")]) == "A\n\nC" and response_text(" x") == " x"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def write_jsonl(path, frame):
+    frame.to_json(path, orient="records", lines=True)
+    return str(path)
+
+
+def chat_rows(n: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "prompt": [[user(f"Question {i}?")] for i in range(n)],
+        "chosen": [[assistant(f"A good answer {i}.")] for i in range(n)],
+        "rejected": [[assistant(f"A bad answer {i}.")] if i % 10 else [assistant(f"A good answer {i}.")] for i in range(n)],
+    })
+
+
+def outputs(folder):
+    names = ("pairs", "pair_stats", "prompts_test", "card", "sft_train", "reward_train", "reward_eval")
+    suffix = {"pair_stats": ".json", "card": ".json"}
+    return {name: folder / f"{name}{suffix.get(name, '.parquet')}" for name in names}
+
+
+def test_build_a_conversational_study(tmp_path, tokenizer):
+    cfg = DataConfig(source="preferences", path=write_jsonl(tmp_path / "p.jsonl", chat_rows(60)), test_fraction=0.2,
+                     n_train=20, reward_fraction=0.25)
+    out = outputs(tmp_path / "out")
+    card_ = build(cfg, out, tokenizer, sft_source="chosen", sft_dataset=None, reward_model=True)
+    pairs, test = pd.read_parquet(out["pairs"]), pd.read_parquet(out["prompts_test"])
+    reward = pd.read_parquet(out["reward_train"])
+    assert card_["format"] == "conversational" and card_["counts"]["ties_dropped_train"] + card_["counts"]["ties_dropped_test"] == 6
+    assert len(pairs) == 20 and not set(pairs["prompt"]) & set(reward["prompt"]) and not set(pairs["prompt"]) & set(test["prompt"])
+    # the chat template: the prompt ends with the assistant header, each response with the end-of-turn token
+    assert pairs["prompt"].str.endswith("<|im_start|>assistant\n").all() and pairs["chosen"].str.endswith(tokenizer.eos_token).all()
+    assert test["instruction"].str.startswith("Question").all() and test["chosen"].str.startswith("A good answer").all()
+    assert (reward["chosen"].str.startswith("A good")).all()  # the reward model scores the response's text
+    sft = pd.read_parquet(out["sft_train"])
+    assert list(sft.columns) == ["prompt", "completion"] and (sft["completion"] == pairs["chosen"]).all()
+    assert json.loads(out["pair_stats"].read_text())["pairs"] == 20
+
+
+def test_build_refuses_bad_data_with_the_row(tmp_path, tokenizer):
+    rows = chat_rows(12)
+    rows.at[7, "chosen"] = [{"role": "bot", "content": "x"}]
+    cfg = DataConfig(source="preferences", path=write_jsonl(tmp_path / "bad.jsonl", rows))
+    with pytest.raises(ValueError, match=r"data.path: .*bad.jsonl: row 7, chosen, message 0: unknown role 'bot'"):
+        build(cfg, outputs(tmp_path / "out"), tokenizer, sft_source="none", sft_dataset=None, reward_model=False)
+    tied = chat_rows(12).assign(rejected=lambda f: f["chosen"])
+    cfg = DataConfig(source="preferences", path=write_jsonl(tmp_path / "tied.jsonl", tied))
+    with pytest.raises(ValueError, match="chosen == rejected"):
+        build(cfg, outputs(tmp_path / "out2"), tokenizer, sft_source="none", sft_dataset=None, reward_model=False)
+    cfg = DataConfig(source="preferences", path=write_jsonl(tmp_path / "ok.jsonl", chat_rows(12)), max_length=3)
+    with pytest.raises(ValueError, match="no pair fits the length limits"):
+        build(cfg, outputs(tmp_path / "out3"), tokenizer, sft_source="none", sft_dataset=None, reward_model=False)
+
+
+def test_conversational_data_needs_a_chat_template(tokenizer):
+    class NoTemplate:
+        chat_template = None
+
+    with pytest.raises(ValueError, match="^model: the model's tokenizer has no chat template, and the data is conversational"):
+        ChatRenderer(NoTemplate(), "conversational")
+    assert ChatRenderer(NoTemplate(), "standard").pair("p", " c", " r") == ("p", " c", " r")
+
+
+def test_sft_dataset_forms(tmp_path, tokenizer):
+    messages = pd.DataFrame({"messages": [[user("Hi"), assistant("Hello")]] * 3})
+    text = sft_examples({"path": write_jsonl(tmp_path / "m.jsonl", messages), "split": "train", "n": 2}, tokenizer, seed=0)
+    assert list(text.columns) == ["text"] and len(text) == 2 and "<|im_start|>assistant\nHello" in text["text"][0]
+    plain = pd.DataFrame({"prompt": ["Q:"] * 3, "completion": [" A"] * 3})
+    assert list(sft_examples({"path": write_jsonl(tmp_path / "pc.jsonl", plain), "split": "train"}, tokenizer, seed=0).columns) == \
+        ["prompt", "completion"]
+    with pytest.raises(ValueError, match="sft.dataset.path: .* needs a messages column"):
+        sft_examples({"path": write_jsonl(tmp_path / "x.jsonl", pd.DataFrame({"q": ["a"]})), "split": "train"}, tokenizer, seed=0)

@@ -86,8 +86,9 @@ def check_preference_data(study: Study) -> None:
             check_columns(columns, data.column_map, str(path))
         except ValueError as error:
             raise ConfigError(f"data.columns: {error}") from None
-        if data.columns.get("prompt") and data.columns["prompt"] not in columns:
-            raise ConfigError(f"data.columns.prompt: {path} has no column {data.columns['prompt']!r} (has "
+        prompt_column = data.column_map["prompt"]
+        if prompt_column and prompt_column != "prompt" and prompt_column not in columns:
+            raise ConfigError(f"data.columns.prompt: {path} has no column {prompt_column!r} (has "
                               f"{', '.join(map(str, columns))}); set columns.prompt: null when chosen and rejected hold "
                               "whole conversations")
         chosen = first.get(data.column_map["chosen"]) if first else None

@@ -548,6 +548,13 @@ def check_data_source(config: dict, written: Mapping) -> None:
         raise ConfigError(f"data.{foreign[0]}: applies to data.source {other}, not {data['source']}")
     sft_data = config["sft"]["data"]
     judges = config["judges"]
+    judge_schema = properties["judges"]["additionalProperties"]
+    for name, spec in (written.get("judges") or {}).items():
+        kind = judges[name]["kind"]
+        if kind != "llm_http" and isinstance(spec, Mapping):
+            foreign = [k for k in HTTP_ONLY_KEYS if _set(spec, k, judge_schema["properties"][k])]
+            if foreign:
+                raise ConfigError(f"judges.{name}.{foreign[0]}: applies to judges of kind llm_http, not {kind}")
     if not preferences:
         if _set(written, "reward_model", properties["reward_model"]):
             raise ConfigError("reward_model: trains a reward model on a preference dataset; it applies to data.source "

@@ -108,6 +108,11 @@ def to_pairs(frame: pd.DataFrame, mapping: Mapping[str, str] | None = None) -> p
     """`frame` with its columns mapped to prompt, chosen, rejected (an implicit prompt extracted),
     a `row` column (position in the source) and a `format` attribute: standard or conversational."""
     mapping = dict(mapping or {})
+    if "prompt" in mapping and mapping["prompt"] is None:
+        # the prompt is the conversations' shared beginning; a prompt column of the dataset (e.g.
+        # UltraFeedback-binarized's plain-text copy of the user turn) is left aside
+        mapping.pop("prompt")
+        frame = frame.drop(columns=["prompt"], errors="ignore")
     renamed = frame.rename(columns={source: target for target, source in mapping.items()})
     check_columns(list(renamed.columns), {}, "the dataset")
     pairs = renamed.reset_index(drop=True)

@@ -7,8 +7,28 @@ holds the defaults a config leaves out. No torch or pandas here: the workflow's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from types import MappingProxyType
 from typing import Mapping
+
+
+class FrozenMap(dict):
+    """A read-only dict for a frozen settings field: it prints, copies, pickles and dumps to JSON as
+    a dict (MappingProxyType does not), and refuses changes."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a settings mapping is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (FrozenMap, (dict(self),))
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return FrozenMap(copy.deepcopy(dict(self), memo))
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.items(), key=repr)))
 
 
 @dataclass(frozen=True)
@@ -34,7 +54,7 @@ class DataConfig:
     train_split: str = field(default="train", metadata={"help": "the split the policies train on (Hub or save_to_disk)"})
     test_split: str | None = field(default=None, metadata={"help": "the split of test prompts; None: hold out test_fraction of train_split"})
     columns: Mapping[str, str | None] = field(
-        default_factory=lambda: MappingProxyType({"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}),
+        default_factory=lambda: FrozenMap({"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}),
         metadata={"help": "the dataset's column for each of prompt, chosen, rejected (prompt None: taken from the conversations)"})
     n_train: int | None = field(default=None, metadata={"help": "pairs the policies train on (seeded subsample; None: all)"})
     n_test: int | None = field(default=None, metadata={"help": "test prompts (seeded subsample; None: all)"})
@@ -43,7 +63,7 @@ class DataConfig:
     reward_fraction: float = field(default=0.25, metadata={"help": "share of the training split's prompts an in-study reward model trains on"})
 
     def __post_init__(self):
-        object.__setattr__(self, "columns", MappingProxyType(dict(self.columns)))  # frozen: read-only
+        object.__setattr__(self, "columns", FrozenMap(self.columns))  # frozen: read-only
         if not 0 < self.eval_fraction + self.test_fraction < 1:
             raise ValueError("data.eval_fraction + data.test_fraction must be in (0, 1)")
         if not 1 <= self.prompt_min_tokens <= self.prompt_max_tokens:
@@ -55,9 +75,10 @@ class DataConfig:
         return self.source == "preferences"
 
     @property
-    def column_map(self) -> dict[str, str]:
-        """target column -> the dataset's column, for dpolab.preference_data.to_pairs (no prompt: extracted)."""
-        return {target: source for target, source in self.columns.items() if source is not None}
+    def column_map(self) -> dict[str, str | None]:
+        """target column -> the dataset's column, for dpolab.preference_data.to_pairs (prompt None:
+        taken from the conversations, a prompt column of the dataset left aside)."""
+        return {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", **self.columns}
 
 
 @dataclass(frozen=True)
@@ -111,7 +132,7 @@ class SFTDataSettings:
     dataset: Mapping = field(default_factory=dict, metadata={"help": "path, split, revision, n of the SFT dataset (data: dataset)"})
 
     def __post_init__(self):
-        object.__setattr__(self, "dataset", MappingProxyType(dict(self.dataset)))
+        object.__setattr__(self, "dataset", FrozenMap(self.dataset))
 
     @property
     def skipped(self) -> bool:

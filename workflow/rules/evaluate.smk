@@ -3,6 +3,7 @@ rule evaluate:
     input:
         unpack(judge_inputs),
         study_run=STUDY_RUN,
+        prompts=f"{STUDY}/data/prompts_test.parquet",
         samples=expand(f"{STUDY}/generate/{{{{policy}}}}/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
         sft_samples=expand(f"{STUDY}/generate/sft/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
         model=policy_model_dir,

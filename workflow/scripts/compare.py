@@ -6,7 +6,7 @@ import pandas as pd
 
 from dpolab import jobs
 from dpolab.compare import CompareSettings, dataset_responses, length_analysis, pairwise_judgments, pointwise_judgments, score_table, win_rates
-from dpolab.judges import make_judge
+from dpolab.judge_factory import make_judge, prompts_for
 
 study, inputs, outputs = jobs.study_of(snakemake), snakemake.input, snakemake.output
 judge_specs = study.section("judges")
@@ -22,7 +22,10 @@ with jobs.job(snakemake, "compare", params={"evaluation": study.section("evaluat
         if len(chosen):
             judge = make_judge(name, judge_specs[name], gold_dir=inputs.get("judge"), reward_model_dir=inputs.get("reward_model"),
                                reward_model_max_length=study.reward_model.max_length)
-            chosen_scores = pd.Series(judge.score(test_prompts.tolist(), chosen.tolist()), index=chosen.index)
+            instructions = (prompts.set_index("prompt_id").loc[chosen.index, "instruction"].tolist()
+                            if "instruction" in prompts else None)
+            chosen_scores = pd.Series(judge.score(prompts_for(judge_specs[name], test_prompts.tolist(), instructions),
+                                                  chosen.tolist()), index=chosen.index)
         frames.append(pointwise_judgments(scored, name, chosen_scores))
     for name, verdict_file in zip(study.pairwise_judges, inputs.pairwise, strict=True):
         frames.append(pairwise_judgments(pd.read_parquet(verdict_file), scored, name))

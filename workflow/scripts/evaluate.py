@@ -7,7 +7,8 @@ import pandas as pd
 from dpolab import jobs
 from dpolab.study import parse_policy
 from dpolab.evaluate import completion_logps, evaluate_policy
-from dpolab.judges import GoldJudge, VaderJudge, make_judge
+from dpolab.judge_factory import make_judge, prompts_for
+from dpolab.judges import GoldJudge, VaderJudge
 from dpolab.models import load_policy
 
 study, wildcards, inputs, outputs = jobs.study_of(snakemake), snakemake.wildcards, snakemake.input, snakemake.output
@@ -26,6 +27,8 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
     judges = {name: make_judge(name, judge_specs[name], reward_model_dir=inputs.get("reward_model"),
                                reward_model_max_length=study.reward_model.max_length)
               for name in study.pointwise_judges if judge_specs[name]["kind"] not in ("gold", "vader")}
+    test_prompts = pd.read_parquet(inputs.prompts)
+    instruction = test_prompts.set_index("prompt_id")["instruction"] if "instruction" in test_prompts else None
     reference, _ = load_policy(Path(inputs.reference))
     policy = reference if wildcards.policy == "sft" else load_policy(Path(inputs.model))[0]
 
@@ -34,11 +37,12 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
     ):
         samples = pd.read_json(samples_file, lines=True)
         prompts, completions = samples["prompt"].tolist(), samples["completion"].tolist()
+        instructions = instruction.loc[samples["prompt_id"]].tolist() if instruction is not None else None
         by_kind = {"gold": gold.score(prompts, completions), "vader": vader.score(prompts, completions)} if gold else {}
         samples = samples.assign(
             **({"gold_score": by_kind["gold"], "vader_score": by_kind["vader"]} if gold else {}),
             completion_tokens=samples["completion_token_ids"].str.len(), chars=samples["completion"].str.len(),
-            **{f"score_{name}": by_kind[judge_specs[name]["kind"]] if name not in judges else judges[name].score(prompts, completions)
+            **{f"score_{name}": by_kind[judge_specs[name]["kind"]] if name not in judges else judges[name].score(prompts_for(judge_specs[name], prompts, instructions), completions)
                for name in study.pointwise_judges},
         )
         # a policy's reward: the gold classifier's P(positive) (IMDb), else the study's score judge

@@ -6,7 +6,8 @@ import pandas as pd
 from dpolab import jobs
 from dpolab.compare import BASELINE, CHOSEN, dataset_responses
 from dpolab.http_judge import ALPACA_PAIRWISE_TEMPLATE, JudgeUnavailable
-from dpolab.judges import make_judge, position_bias
+from dpolab.judge_factory import make_judge
+from dpolab.judges import position_bias
 
 study, judge_name = jobs.study_of(snakemake), snakemake.wildcards.judge
 spec = study.section("judges")[judge_name]
