@@ -143,6 +143,8 @@ def test_data_card_splits_and_the_reward_model(preference_studies):
     assert (test["instruction"] != test["prompt"]).all()  # judges read the instruction, not the chat markup
     accuracy = json.loads((results / "reward_model" / "accuracy.json").read_text())
     assert 0 <= accuracy["pairwise_accuracy"] <= 1 and accuracy["n_eval_pairs"] > 0
+    final_card = json.loads((results / "data_card.json").read_text())  # the data card with the trained judge's accuracy
+    assert final_card["trained_judge"]["pairwise_accuracy"] == accuracy["pairwise_accuracy"]
     standard = json.loads((preference_studies.standard / "results" / "pref_standard" / "data" / "data_card.json").read_text())
     assert standard["format"] == "standard" and standard["sft"]["source"] == "dataset" and standard["sft"]["examples"] == 32
 

@@ -256,3 +256,15 @@ def test_sft_dataset_forms(tmp_path, tokenizer):
         ["prompt", "completion"]
     with pytest.raises(ValueError, match="sft.dataset.path: .* needs a messages column"):
         sft_examples({"path": write_jsonl(tmp_path / "x.jsonl", pd.DataFrame({"q": ["a"]})), "split": "train"}, tokenizer, seed=0)
+
+
+def test_a_hub_dataset_without_network_is_refused_clearly(monkeypatch):
+    """The Hub path is real code (datasets.load_dataset with split and revision); offline it ends in
+    one message naming the key and the way out."""
+    from dpolab.preference_data import read_pairs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"^data.path: dpolab-test/no-such-dataset: cannot load Hub dataset "
+                                         r"'dpolab-test/no-such-dataset' \(split 'train_prefs'\): .*offline, use a local copy"):
+        read_pairs("dpolab-test/no-such-dataset", "train_prefs", "main", {}, "data.path")

@@ -186,3 +186,24 @@ def test_dry_run_under_the_slurm_profile(name, work, fake_api, offline_env):
     assert counts["dpo"] == len(study.points) and {p.rule for p in study.points} == {"dpo"}
     assert counts["generate"] == counts["evaluate"] == len(study.policies)  # the grid and the SFT (or base) model
     assert counts["pairwise_judge"] == len(study.pairwise_judges) == 1
+
+
+def test_the_offline_example_dry_runs_and_names_its_local_judge_server(work, offline_env):
+    """configs/preference_file.yaml: `make study` starts its HTTP judge (dpolab.judge_server), here a
+    stand-in answering the model listing on another port; the DAG has the preference study's rules."""
+    from dpolab.config import read_yaml
+    from dpolab.judge_server import SERVABLE, local_judges
+
+    config = read_yaml(ROOT / "configs" / "preference_file.yaml")
+    ((judge, port, served),) = local_judges(config)
+    assert judge == "llm" and port == 8011 and served in SERVABLE
+    with FakeModelList([served]) as server:
+        override = json.dumps({"llm": {"base_url": server.base_url}})
+        done = subprocess.run([SNAKEMAKE, "-n", "--quiet", "rules", "--configfile", "configs/preference_file.yaml",
+                               "--config", f"judges={override}"], cwd=work, env=offline_env, capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    counts = rule_counts(done.stdout + done.stderr)
+    assert {"data", "reward_model", "sft", "reference", "dpo", "kto", "pairwise_judge"} <= set(counts)
+    assert "pairs" not in counts and "judge" not in counts
+    assert counts["dpo"] == 4 and counts["generate"] == 6  # dpo/ipo x 2 betas, kto; + SFT

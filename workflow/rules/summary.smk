@@ -18,6 +18,7 @@ rule summary:
         temperature=report(f"{STUDY}/plots/win_rate_vs_temperature.png", caption="../report/win_rate_vs_temperature.rst", category="Plots"),
         score_length=report(f"{STUDY}/plots/score_vs_length.png", caption="../report/score_vs_length.rst", category="Plots"),
         series=f"{STUDY}/plots/series.json",
+        data_card=f"{STUDY}/data_card.json",  # the data job's card with the accuracy of the judge trained in the study
         config=f"{STUDY}/resolved_config.yaml",
     params:
         score_judge=SCORE_JUDGE,

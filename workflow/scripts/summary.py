@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,11 @@ with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluat
                         primary_judge=study.evaluation.primary_judge, score_judge=snakemake.params.score_judge,
                         reward_label=reward_label)
     Path(outputs.config).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
+    card = json.loads(Path(inputs.data_card).read_text())
+    if "judge_accuracy" in inputs.keys():
+        card["trained_judge"] = {"rule": "reward_model" if study.preferences else "judge",
+                                 **json.loads(Path(inputs.judge_accuracy).read_text())}
+    Path(outputs.data_card).write_text(json.dumps(card, indent=2, default=str))
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table.to_string(index=False))
     mlflow.log_table(table, "summary_table.json")
@@ -28,6 +34,6 @@ with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluat
     # the study's headline results also go on the parent run, where a colleague opens the study
     tracking.log_study_results(
         inputs.study_run, table=table, files=[outputs.summary, outputs.summary_page, outputs.config],
-        folders={"study": [inputs.data_card, *([inputs.judge_accuracy] if "judge_accuracy" in inputs.keys() else []),
+        folders={"study": [outputs.data_card, *([inputs.judge_accuracy] if "judge_accuracy" in inputs.keys() else []),
                            inputs.pair_stats, inputs.length], "plots": plots},
     )
