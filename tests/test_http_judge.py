@@ -324,6 +324,7 @@ def judge_of(server: VllmServer, cache=None, **kwargs) -> HTTPPairwiseJudge:
     return HTTPPairwiseJudge("live", server.url, server.model, cache_path=cache, **kwargs)
 
 
+@pytest.mark.e2e  # a real vLLM server (~30 s to start): the full suite, not test-unit
 def test_check_endpoint_on_a_real_server(live):
     check_endpoint(live.server.url, live.server.model)
     with pytest.raises(ConfigError, match=r"judges\.live\.model: 'gpt-4o' is not served at .*; it serves: \['.*l'\]"):
@@ -334,6 +335,7 @@ def test_check_endpoint_on_a_real_server(live):
         check_endpoint(nowhere, live.server.model)
 
 
+@pytest.mark.e2e  # a real vLLM server (~30 s to start): the full suite, not test-unit
 def test_real_server_verdicts_in_both_orders_and_a_second_judge_reads_the_cache(live, tmp_path):
     cache = tmp_path / "verdicts.jsonl"
     judge = judge_of(live.server, cache)
@@ -349,6 +351,7 @@ def test_real_server_verdicts_in_both_orders_and_a_second_judge_reads_the_cache(
     assert (again.requests_sent, again.cache_hits, again.unparsed) == (0, 6, judge.unparsed)
 
 
+@pytest.mark.e2e  # a real vLLM server (~30 s to start): the full suite, not test-unit
 def test_real_server_verdict_read_from_the_top_logprobs(live):
     """Labels chosen among the server's own top tokens for a request: the verdict is the slot of
     the most likely one, read from real logprobs (the tiny model rarely says 1, 2 or 0)."""
@@ -368,6 +371,7 @@ def test_real_server_verdict_read_from_the_top_logprobs(live):
     assert judge.verdicts(["Rate:"], [" good"], [" bad"]) == ["second"] and judge.unparsed == 0
 
 
+@pytest.mark.e2e  # a real vLLM server (~30 s to start): the full suite, not test-unit
 def test_the_server_dies_mid_run_and_a_rerun_asks_only_for_the_missing_verdicts(live, tmp_path):
     """Last in the module: it kills the module's server while a judge is working, then restarts
     one on the same port."""
