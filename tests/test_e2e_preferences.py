@@ -83,7 +83,7 @@ def standard_files(work: Path) -> None:
 @pytest.fixture(scope="session")
 def preference_studies(tmp_path_factory, vllm_model_dir):
     root = tmp_path_factory.mktemp("preferences")
-    server = VllmServer(vllm_model_dir, served_model_name=JUDGE_MODEL, max_model_len=1024, work=root / "server").start()
+    server = VllmServer(vllm_model_dir, served_model_name=JUDGE_MODEL, max_model_len=512, work=root / "server").start()
     try:
         chat, standard = copy_workflow(root / "chat"), copy_workflow(root / "standard")
         standard_files(standard)
@@ -170,20 +170,32 @@ def test_http_verdicts_are_paid_once_and_survive_a_server_that_dies(preference_s
     assert rerun.returncode == 0, rerun.stdout[-4000:]
     again = http_counters(work, "pref_standard")  # each distinct (prompt, first, second) is one entry and one request
     assert again["requests_sent"] == 0 and again["cache_hits"] >= len(entries)
-    # the server dies with a third of the verdicts still to come: the job fails, naming the endpoint
+    # the server dies mid-study, with a third of the verdicts still to come: once the workflow has
+    # been parsed (its endpoint check passed) and before the judge job asks; the job fails, naming it
     missing = len(entries) // 3
     cache.write_text("\n".join(entries[missing:]) + "\n")
-    server.kill()
+    command = [str(BIN / "snakemake"), "--cores", "2", "--max-threads", "1", "--configfile", config, "--forcerun",
+               "pairwise_judge"]
+    launch = subprocess.Popen(command, cwd=work, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in launch.stdout:
+        seen.append(line)
+        if line.startswith("Building DAG of jobs"):
+            server.kill()
+            break
     try:
-        failed = snakemake(work, config, "--forcerun", "pairwise_judge")
-        assert failed.returncode != 0
+        output = "".join(seen) + launch.communicate(timeout=600)[0]
+        assert launch.returncode != 0 and "Building DAG of jobs" in output, output[-4000:]
         log = (work / "results" / "pref_standard" / "logs" / "pairwise_judge" / "llm.log").read_text()
         assert "judges.llm" in log and server.url.removesuffix("/v1") in log and "rerun" in log
         assert len(cache.read_text().splitlines()) == len(entries) - missing  # nothing lost
     finally:
         server.start()
-    resumed = snakemake(work, config)
+    # the relaunch (forced: this study's later outputs predate the failure) pays for the missing verdicts alone
+    resumed = snakemake(work, config, "--forcerun", "pairwise_judge")
     assert resumed.returncode == 0, resumed.stdout[-4000:]
+    assert (work / "results" / "pref_standard" / "compare" / "pairwise" / "llm.parquet").is_file()
     counters = http_counters(work, "pref_standard")
     assert counters["requests_sent"] == missing and counters["cache_hits"] >= len(entries) - missing
     assert len(cache.read_text().splitlines()) == len(entries)
