@@ -30,3 +30,15 @@ def test_transformers_sampler_is_reproducible(tiny_model_dir):
 def test_unknown_engine():
     with pytest.raises(ValueError, match="generation.engine"):
         make_sampler("tgi", None, max_model_len=8, seed=0)
+
+
+def test_samples_read_back_with_exact_temperatures(tmp_path):
+    """Temperatures are join keys of the summary: 0.7 must not come back as 0.7000000000000001
+    (pandas' default JSON float parser), or a judge's rows at that temperature drop out."""
+    import json
+
+    from dpolab.generate import read_samples
+
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps({"prompt_id": i, "temperature": t}) + "\n" for i, t in enumerate([0.7, 0.3, 0.1])))
+    assert read_samples(path)["temperature"].tolist() == [0.7, 0.3, 0.1]

@@ -85,6 +85,13 @@ def test_summary_refuses_incomplete_inputs(tmp_path, metric_files, win_rates):
         summary_table([path], win_rates)
     with pytest.raises(ValueError, match="no win rates for policies"):
         summary_table(metric_files, win_rates[win_rates["policy"] != "sft"])
+    # one judge's temperature off in its last digit (a JSON float read imprecisely): refused, not dropped
+    shifted = win_rates.copy()
+    first_judge = shifted["judge"].iloc[0]
+    rows = shifted["judge"] == first_judge
+    shifted.loc[rows, "temperature"] = np.nextafter(shifted.loc[rows, "temperature"].to_numpy(), 2.0)
+    with pytest.raises(ValueError, match=f"win rates of judge {first_judge} .* match no evaluated policy"):
+        summary_table(metric_files, shifted)
 
 
 def test_plots_are_written(metric_files, win_rates, tmp_path):

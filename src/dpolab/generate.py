@@ -34,6 +34,14 @@ class Sample:
     finish_reason: str
 
 
+def read_samples(path) -> "pd.DataFrame":
+    """A generate job's samples.jsonl as a DataFrame, floats exact: pandas' default JSON parser
+    reads 0.7 as 0.7000000000000001, and temperatures are join keys (summary, win rates)."""
+    import pandas as pd
+
+    return pd.read_json(path, lines=True, precise_float=True)
+
+
 def request_seed(seed: int, prompt_id: int, sample_index: int = 0, salt: int = 0) -> int:
     """A distinct, reproducible 31-bit seed per request."""
     return (seed * 1_000_003 + prompt_id * 1_009 + sample_index * 7 + salt * 100_003) % (2**31 - 1)

@@ -54,7 +54,7 @@ def read_table(source: str, *, split: str | None = None, revision: str | None = 
         if not path.is_file():
             raise ValueError(f"{path} is not a file")
         readers: dict[str, Callable[[Path], pd.DataFrame]] = {
-            ".jsonl": lambda p: pd.read_json(p, lines=True),
+            ".jsonl": lambda p: pd.read_json(p, lines=True, precise_float=True),
             ".json": lambda p: pd.DataFrame(json.loads(p.read_text(encoding="utf-8"))),
             ".parquet": pd.read_parquet,
             ".csv": pd.read_csv,

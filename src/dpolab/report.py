@@ -47,6 +47,12 @@ def summary_table(metric_files: list[Path], win_rates: pd.DataFrame, skipped_sft
     metrics["length_ratio_vs_sft"] = ratio_vs_sft(metrics, "length_mean")
     metrics["chars_ratio_vs_sft"] = ratio_vs_sft(metrics, "chars_mean")
     table = metrics.merge(win_rates, on=METRIC_KEYS, how="left", validate="one_to_many")
+    unmatched = win_rates.merge(metrics[METRIC_KEYS], on=METRIC_KEYS, how="left", indicator=True)
+    unmatched = unmatched[unmatched["_merge"] == "left_only"]
+    if len(unmatched):  # e.g. a temperature that differs in its last digit: rows would silently drop out
+        first = unmatched.iloc[0]
+        raise ValueError(f"win rates of judge {first['judge']} for policy {first['policy']} at temperature "
+                         f"{first['temperature']!r} match no evaluated policy and temperature")
     if table["judge"].isna().any():
         lacking = table.loc[table["judge"].isna(), "policy"].unique().tolist()
         raise ValueError(f"no win rates for policies {lacking}")

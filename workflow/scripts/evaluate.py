@@ -7,6 +7,7 @@ import pandas as pd
 from dpolab import jobs
 from dpolab.study import parse_policy
 from dpolab.evaluate import completion_logps, evaluate_policy
+from dpolab.generate import read_samples
 from dpolab.judge_factory import make_judge, prompts_for
 from dpolab.judges import GoldJudge, VaderJudge
 from dpolab.models import load_policy
@@ -35,7 +36,7 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
     for temperature, samples_file, metrics_file, scored_file in zip(
         study.temperatures, inputs.samples, outputs.metrics, outputs.scored
     ):
-        samples = pd.read_json(samples_file, lines=True)
+        samples = read_samples(samples_file).assign(temperature=float(temperature))
         prompts, completions = samples["prompt"].tolist(), samples["completion"].tolist()
         instructions = instruction.loc[samples["prompt_id"]].tolist() if instruction is not None else None
         by_kind = {"gold": gold.score(prompts, completions), "vader": vader.score(prompts, completions)} if gold else {}

@@ -5,6 +5,7 @@ import pandas as pd
 
 from dpolab import jobs
 from dpolab.compare import BASELINE, CHOSEN, dataset_responses
+from dpolab.generate import read_samples
 from dpolab.http_judge import ALPACA_PAIRWISE_TEMPLATE, JudgeUnavailable
 from dpolab.judge_factory import make_judge
 from dpolab.judges import position_bias
@@ -17,7 +18,7 @@ with jobs.job(snakemake, "pairwise_judge", params={"judge": {judge_name: spec}},
     # what the judge reads as the prompt: the instruction as a person wrote it (a preference study's
     # prompts as the policy reads them carry its chat template)
     instruction = prompts.set_index("prompt_id")["instruction" if "instruction" in prompts else "prompt"]
-    frames = [pd.read_json(f, lines=True).assign(policy=p, temperature=float(t))
+    frames = [read_samples(f).assign(policy=p, temperature=float(t))
               for (p, t), f in zip(snakemake.params.policy_temperatures, snakemake.input.samples, strict=True)]
     samples = pd.concat(frames, ignore_index=True)[["policy", "temperature", "prompt_id", "prompt", "completion"]]
     sft = samples[samples["policy"] == BASELINE].rename(columns={"completion": "opponent_text"})
