@@ -268,3 +268,28 @@ def test_a_hub_dataset_without_network_is_refused_clearly(monkeypatch):
     with pytest.raises(ValueError, match=r"^data.path: dpolab-test/no-such-dataset: cannot load Hub dataset "
                                          r"'dpolab-test/no-such-dataset' \(split 'train_prefs'\): .*offline, use a local copy"):
         read_pairs("dpolab-test/no-such-dataset", "train_prefs", "main", {}, "data.path")
+
+
+def test_the_readme_layouts_are_accepted():
+    """Every ```jsonl example of the README's "Your own preference data" reads as pairs, in the
+    format it is shown as (a wrapped object is one line in a file)."""
+    import re
+
+    from dpolab.config import ROOT
+
+    blocks = re.findall(r"^```jsonl\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    assert len(blocks) == 5
+    formats = []
+    for block in blocks:
+        rows = [json.loads(obj) for obj in re.split(r"\n(?=\{)", block.strip())]
+        frame = pd.DataFrame(rows)
+        if "question" in frame:
+            mapping = {"prompt": "question", "chosen": "good", "rejected": "bad"}
+        elif "prompt" in frame and isinstance(rows[0]["prompt"], str) and not isinstance(rows[0]["chosen"], str):
+            mapping = {"prompt": None}  # UltraFeedback's plain-text copy of the user turn, set aside
+        else:
+            mapping = {}
+        pairs = to_pairs(frame, mapping)
+        assert pairs["chosen"].map(lambda c: "Blue" in (c if isinstance(c, str) else c[-1]["content"])).any()
+        formats.append(pairs.attrs["format"])
+    assert formats == ["standard", "conversational", "standard", "conversational", "standard"]
