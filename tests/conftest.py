@@ -36,7 +36,6 @@ def vllm_model_dir(tmp_path_factory):
 import json  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -129,10 +128,7 @@ def store(work: Path):
     return study, info, client, runs
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from dpolab.judge_server import free_port  # noqa: E402 (one helper for every test server's port)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import BIN, copy_workflow
-from vllm_server import VllmServer
+from dpolab.judge_server import VllmServer
 
 pytestmark = pytest.mark.e2e
 JUDGE_MODEL = "tiny-judge"
@@ -56,9 +56,15 @@ class PreferenceStudies:
     logs: dict
 
 
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def command(config: str, *extra: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--cores", "2", "--max-threads", "1", "--configfile", config, *extra]
+
+
 def snakemake(work: Path, config: str, *extra: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    command = [str(BIN / "snakemake"), "--cores", "2", "--max-threads", "1", "--configfile", config, *extra]
-    return subprocess.run(command, cwd=work, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+    return subprocess.run(command(config, *extra), cwd=work, env=ENV, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
@@ -89,11 +95,9 @@ def preference_studies(tmp_path_factory, vllm_model_dir):
         standard_files(standard)
         chat_config = write_config(chat, "pref_chat", CONVERSATIONAL, server)
         standard_config = write_config(standard, "pref_standard", STANDARD, server)
-        command = [str(BIN / "snakemake"), "--cores", "2", "--max-threads", "1", "--configfile"]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
         with open(root / "chat.log", "w") as chat_log, open(root / "standard.log", "w") as standard_log:
-            runs = [subprocess.Popen(command + [chat_config], cwd=chat, env=env, stdout=chat_log, stderr=subprocess.STDOUT),
-                    subprocess.Popen(command + [standard_config], cwd=standard, env=env, stdout=standard_log,
+            runs = [subprocess.Popen(command(chat_config), cwd=chat, env=ENV, stdout=chat_log, stderr=subprocess.STDOUT),
+                    subprocess.Popen(command(standard_config), cwd=standard, env=ENV, stdout=standard_log,
                                      stderr=subprocess.STDOUT)]
             codes = [run.wait(timeout=1800) for run in runs]
         logs = {"chat": (root / "chat.log").read_text(), "standard": (root / "standard.log").read_text()}
@@ -174,9 +178,7 @@ def test_http_verdicts_are_paid_once_and_survive_a_server_that_dies(preference_s
     # been parsed (its endpoint check passed) and before the judge job asks; the job fails, naming it
     missing = len(entries) // 3
     cache.write_text("\n".join(entries[missing:]) + "\n")
-    command = [str(BIN / "snakemake"), "--cores", "2", "--max-threads", "1", "--configfile", config, "--forcerun",
-               "pairwise_judge"]
-    launch = subprocess.Popen(command, cwd=work, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+    launch = subprocess.Popen(command(config, "--forcerun", "pairwise_judge"), cwd=work, env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in launch.stdout:
@@ -202,7 +204,7 @@ def test_http_verdicts_are_paid_once_and_survive_a_server_that_dies(preference_s
 
 
 def test_a_judge_server_that_is_down_stops_the_study_before_any_job(preference_studies, tmp_path):
-    from vllm_server import free_port
+    from dpolab.judge_server import free_port
 
     work = preference_studies.standard
     config = yaml.safe_load((work / "configs" / "pref_standard.yaml").read_text())

@@ -32,7 +32,7 @@ from dpolab.http_judge import (
     verdict_from_reply,
 )
 from dpolab.judges import DEFAULT_PAIRWISE_LABELS, check_template
-from vllm_server import VllmServer
+from dpolab.judge_server import VllmServer
 
 FAKE_KEY = "sk-dpolab-FAKE-KEY-7f3c9e1d2b84"
 KEY_ENV = "DPOLAB_TEST_JUDGE_KEY"

@@ -111,7 +111,7 @@ def check_preference_data(study: Study) -> None:
 def peek_dataset(path: Path, split: str) -> tuple[list[str], dict | None, list[str] | None]:
     """(columns, first row or None, split names or None for a single file) without reading the data:
     a file's header or first line, or a save_to_disk folder's JSON descriptions."""
-    from dpolab.preference_data import FILE_SUFFIXES, file_columns
+    from dpolab.preference_data import FILE_SUFFIXES, file_columns, first_line, first_row
 
     if path.is_dir():
         splits = None
@@ -133,40 +133,12 @@ def peek_dataset(path: Path, split: str) -> tuple[list[str], dict | None, list[s
         raise ValueError(f"{path} not found")
     try:
         columns = file_columns(path)
-        first = _first_row(path)
+        first = first_row(path)
     except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
-        raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {str(error).splitlines()[0][:200] if str(error) else type(error).__name__}") from None
+        raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {first_line(error)}") from None
     if first is None:
         raise ValueError(f"{path} has no rows")
     return columns, first, None
-
-
-def _first_row(path: Path) -> dict | None:
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError("each line must be a JSON object")
-                    return row
-        return None
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.ParquetFile(path)
-        if table.metadata.num_rows == 0:
-            return None
-        return next(table.iter_batches(batch_size=1)).to_pylist()[0]
-    if path.suffix == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(path, nrows=1)
-        return frame.iloc[0].to_dict() if len(frame) else None
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(rows, dict):  # column-oriented JSON
-        return {k: v[0] for k, v in rows.items()} if rows and all(isinstance(v, list) and v for v in rows.values()) else None
-    return rows[0] if rows else None
 
 
 def model_name(model) -> str:

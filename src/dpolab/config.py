@@ -33,7 +33,7 @@ from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, Genera
                              PairsSettings, RewardModelSettings, SFTDataSettings, SFTSettings)
 from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
 from dpolab.locate import is_hub_id
-from dpolab.study import Study, Variant, format_value, freeze, thaw
+from dpolab.study import PAIRWISE_KINDS, Study, Variant, format_value, freeze, thaw
 from dpolab.variants import RULE_VARIANTS, WORKFLOW_RULES, RuleVariant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -487,28 +487,19 @@ def check_judges(config: dict) -> None:
 
 def check_http_judge(spec: Mapping, where: str) -> None:
     """An OpenAI-compatible endpoint: an http(s) base URL without credentials, and a model name."""
-    from urllib.parse import urlsplit
-
     url = spec.get("base_url")
     if not url:
         raise ConfigError(f"{where}.base_url: required for kind llm_http (e.g. http://127.0.0.1:8000/v1)")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
-    except ValueError as error:
-        raise ConfigError(f"{where}.base_url: {_short(url)} is not a valid URL ({error})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}.base_url: {_short(url)} is not an http(s) URL with a host (e.g. http://127.0.0.1:8000/v1)")
-    if parts.username or parts.password:
-        raise ConfigError(f"{where}.base_url: do not put credentials in the URL (they would be logged); name the "
-                          f"environment variable that holds the API key in {where}.api_key_env")
+    check_http_url(url, f"{where}.base_url",
+                   no_host="is not an http(s) URL with a host (e.g. http://127.0.0.1:8000/v1)",
+                   credentials=f"do not put credentials in the URL (they would be logged); name the environment "
+                               f"variable that holds the API key in {where}.api_key_env")
     if not spec.get("model"):
         raise ConfigError(f"{where}.model: required for kind llm_http (the model name the endpoint serves)")
 
 
-# Keys of the llm_http kind only, and keys of the judges that load a model.
+# Keys of the llm_http kind alone (refused on other kinds when set).
 HTTP_ONLY_KEYS = ("base_url", "model", "api_key_env", "system_prompt", "max_concurrency", "max_retries", "timeout")
-PAIRWISE_KINDS = ("llm_pairwise", "llm_http")
 # data: keys of each source; a key of the other source, when written, is refused by name
 IMDB_DATA_KEYS = ("eval_fraction", "n_train_prompts", "n_test_prompts", "prompt_min_tokens", "prompt_max_tokens",
                   "n_sft_texts", "sft_max_words")
@@ -614,19 +605,25 @@ def check_tracking_scheme(uri: str | None) -> None:
                           "(http://host:port or https://...) or a sqlite file (sqlite:////absolute/path/mlflow.db), "
                           "or leave it null for results/<study>/mlflow.db")
     if uri.startswith(("http://", "https://")):
-        from urllib.parse import urlsplit
+        check_http_url(uri, "mlflow.tracking_uri", no_host="names no host",
+                       credentials="do not put credentials in the URI (they would be logged and stored with the "
+                                   "config); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
+                                   "environment instead")
 
-        try:
-            parts = urlsplit(uri)
-            parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
-        except ValueError as error:
-            raise ConfigError(f"mlflow.tracking_uri: {_short(uri)} is not a valid URL ({error})") from None
-        if not parts.hostname:
-            raise ConfigError(f"mlflow.tracking_uri: {_short(uri)} names no host")
-        if parts.username or parts.password:
-            raise ConfigError("mlflow.tracking_uri: do not put credentials in the URI (they would be logged and "
-                              "stored with the config); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                              "in the environment instead")
+
+def check_http_url(url: str, key: str, *, no_host: str, credentials: str) -> None:
+    """An http(s) URL with a host and no credentials in it; messages start with `key`."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {_short(url)} is not a valid URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: {_short(url)} {no_host}")
+    if parts.username or parts.password:
+        raise ConfigError(f"{key}: {credentials}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,10 +67,13 @@ def inject_length_bias(pairs: pd.DataFrame, fraction: float, seed: int) -> pd.Da
 
 
 def pair_stats(pairs: pd.DataFrame) -> dict:
+    """Size, lengths and relabelling of a study's pairs; the judge's scores where the pairs were
+    ranked by one (the IMDb miniature; a preference dataset's pairs have none)."""
+    scores = {f"{side}_score_mean": float(pairs[f"{side}_score"].mean())
+              for side in ("chosen", "rejected") if f"{side}_score" in pairs}
     return {
         "pairs": int(len(pairs)),
-        "chosen_score_mean": float(pairs["chosen_score"].mean()),
-        "rejected_score_mean": float(pairs["rejected_score"].mean()),
+        **scores,
         "chosen_longer_share": float((pairs["chosen_tokens"] > pairs["rejected_tokens"]).mean()),
         "length_difference_mean": float((pairs["chosen_tokens"] - pairs["rejected_tokens"]).mean()),
         "relabelled_for_length": int(pairs["relabelled_for_length"].sum()),

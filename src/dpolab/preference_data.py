@@ -16,12 +16,15 @@ problems with a row name the row (its position in the file, from 0).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from dpolab.pairs import pair_stats
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -44,7 +47,7 @@ def read_table(source: str, *, split: str | None = None, revision: str | None = 
         try:
             loaded = load_from_disk(str(path))
         except Exception as error:  # noqa: BLE001 (datasets raises several kinds for a bad folder)
-            raise ValueError(f"cannot read {path} as a datasets folder (save_to_disk): {_first_line(error)}") from None
+            raise ValueError(f"cannot read {path} as a datasets folder (save_to_disk): {first_line(error)}") from None
         if isinstance(loaded, DatasetDict):
             if split is None or split not in loaded:
                 raise ValueError(f"{path} holds splits {', '.join(loaded)}; name one (split)")
@@ -62,17 +65,17 @@ def read_table(source: str, *, split: str | None = None, revision: str | None = 
         try:
             return readers[path.suffix](path)
         except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
-            raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {_first_line(error)}") from None
+            raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {first_line(error)}") from None
     from datasets import load_dataset
 
     try:
         return load_dataset(source, split=split or "train", revision=revision).to_pandas()
     except Exception as error:  # noqa: BLE001 (offline, unknown id, unknown split: the hub client's many kinds)
-        raise ValueError(f"cannot load Hub dataset {source!r} (split {split or 'train'!r}): {_first_line(error)}; "
+        raise ValueError(f"cannot load Hub dataset {source!r} (split {split or 'train'!r}): {first_line(error)}; "
                          "offline, use a local copy (save_to_disk folder or file)") from None
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
 
@@ -91,6 +94,33 @@ def file_columns(path: Path) -> list[str]:
         row = json.loads(first) if first.strip() else {}
         return list(row) if isinstance(row, dict) else []
     return list(read_table(str(path)).columns)
+
+
+def first_row(path: Path) -> dict | None:
+    """A local file's first row (None when it has none) without reading the rest (for the config check)."""
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("each line must be a JSON object")
+                    return row
+        return None
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path)
+        if table.metadata.num_rows == 0:
+            return None
+        return next(table.iter_batches(batch_size=1)).to_pylist()[0]
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, nrows=1)
+        return frame.iloc[0].to_dict() if len(frame) else None
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(rows, dict):  # column-oriented JSON
+        return {k: v[0] for k, v in rows.items()} if rows and all(isinstance(v, list) and v for v in rows.values()) else None
+    return rows[0] if rows else None
 
 
 def check_columns(columns: list[str], mapping: Mapping[str, str], where: str) -> None:
@@ -283,6 +313,8 @@ class ChatRenderer:
 
     def __init__(self, tokenizer, data_format: str, *, model_key: str = "model"):
         self.tokenizer, self.format = tokenizer, data_format
+        # the length filter, the pairs' token counts and the test prompts' all count the same texts: once each
+        self.count = functools.lru_cache(maxsize=None)(self._count)
         if data_format == "conversational" and not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"{model_key}: the model's tokenizer has no chat template, and the data is conversational "
                              "(lists of role/content messages); use a model with one (an instruct model) or data in "
@@ -310,7 +342,7 @@ class ChatRenderer:
         stripped = text.rstrip("\n")
         return stripped if eos and stripped.endswith(eos) else text
 
-    def count(self, text: str) -> int:
+    def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -395,15 +427,8 @@ def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_datas
         Path(out[name]).parent.mkdir(parents=True, exist_ok=True)
     pairs.to_parquet(out["pairs"], index=False)
     prompts.to_parquet(out["prompts_test"], index=False)
-    stats = {
-        "pairs": int(len(pairs)),
-        "chosen_longer_share": float(np.mean(np.array(chosen_tokens) > np.array(rejected_tokens))),
-        "length_difference_mean": float(np.mean(np.array(chosen_tokens) - np.array(rejected_tokens))),
-        "chosen_tokens_mean": float(np.mean(chosen_tokens)),
-        "rejected_tokens_mean": float(np.mean(rejected_tokens)),
-        "relabelled_for_length": 0,
-        "source": "dataset",
-    }
+    stats = {**pair_stats(pairs), "chosen_tokens_mean": float(np.mean(chosen_tokens)),
+             "rejected_tokens_mean": float(np.mean(rejected_tokens)), "source": "dataset"}
     Path(out["pair_stats"]).write_text(json.dumps(stats, indent=2))
 
     sft_card = {"source": sft_source}

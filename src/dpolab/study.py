@@ -22,6 +22,9 @@ from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, Genera
 STARTS_FROM = ("sft", "base")
 
 
+PAIRWISE_KINDS = ("llm_pairwise", "llm_http")  # judge kinds that compare two responses rather than score one
+
+
 def format_value(value) -> str:
     """How a grid value is written in paths and names: `:g` (6 significant digits), so 1.0 is
     `1` and 0.05 is `0.05`. Values that would print alike are refused by the config check."""
@@ -199,11 +202,11 @@ class Study:
     # ---- judges -----------------------------------------------------------------------------
     @property
     def pairwise_judges(self) -> list[str]:
-        return [name for name, spec in self.config["judges"].items() if spec["kind"] in ("llm_pairwise", "llm_http")]
+        return [name for name, spec in self.config["judges"].items() if spec["kind"] in PAIRWISE_KINDS]
 
     @property
     def pointwise_judges(self) -> list[str]:
-        return [name for name, spec in self.config["judges"].items() if spec["kind"] not in ("llm_pairwise", "llm_http")]
+        return [name for name, spec in self.config["judges"].items() if spec["kind"] not in PAIRWISE_KINDS]
 
     @property
     def study_reward_judges(self) -> list[str]:

@@ -15,16 +15,16 @@ with jobs.job(snakemake, "compare", params={"evaluation": study.section("evaluat
     scored = pd.concat([pd.read_parquet(f) for f in inputs.scored], ignore_index=True)
     prompts = pd.read_parquet(inputs.prompts)
     chosen = dataset_responses(prompts)
-    test_prompts = prompts.set_index("prompt_id").loc[chosen.index, "prompt"]
+    by_id = prompts.set_index("prompt_id").loc[chosen.index]
+    test_prompts = by_id["prompt"].tolist()
+    instructions = by_id["instruction"].tolist() if "instruction" in by_id else None  # what chat-template judges read
     frames = []
     for name in study.pointwise_judges:
         chosen_scores = None
         if len(chosen):
             judge = make_judge(name, judge_specs[name], gold_dir=inputs.get("judge"), reward_model_dir=inputs.get("reward_model"),
                                reward_model_max_length=study.reward_model.max_length)
-            instructions = (prompts.set_index("prompt_id").loc[chosen.index, "instruction"].tolist()
-                            if "instruction" in prompts else None)
-            chosen_scores = pd.Series(judge.score(prompts_for(judge_specs[name], test_prompts.tolist(), instructions),
+            chosen_scores = pd.Series(judge.score(prompts_for(judge_specs[name], test_prompts, instructions),
                                                   chosen.tolist()), index=chosen.index)
         frames.append(pointwise_judgments(scored, name, chosen_scores))
     for name, verdict_file in zip(study.pairwise_judges, inputs.pairwise, strict=True):
