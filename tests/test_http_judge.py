@@ -1,7 +1,7 @@
 """The HTTP pairwise judge (dpolab.http_judge).
 
 Against a real vLLM OpenAI-compatible server of the tiny Llama (one server for the module,
-tests/vllm_server.py): verdicts in both orders, the cache (a second judge asks nothing), the
+dpolab.judge_server.VllmServer): verdicts in both orders, the cache (a second judge asks nothing), the
 endpoint check, and a server that dies mid-run (JudgeUnavailable, the verdicts received kept,
 a rerun on a restarted server asks only for the missing ones). The tiny model is random: its
 replies are rarely a label, so most of its verdicts are unparsed ties; one test picks labels
