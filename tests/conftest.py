@@ -250,6 +250,13 @@ def _lose_jobs_while_running(cluster: SlurmCluster, url: str, process: subproces
             elif name == "generate/policy~sft" and "timed_out" not in lost:
                 limit = cluster.command("squeue", "-h", "-j", job_id, "-o", "%l").strip()  # from the rule's runtime
                 cluster.command("scontrol", "update", f"JobId={job_id}", "EndTime=now")
+                # slurmctld checks time limits on its own period (tens of seconds): on a quiet machine the
+                # job could finish first. Paused, it is still there when SLURM enforces the limit (its
+                # SIGTERM waits, the SIGKILL after KillWait does not).
+                try:
+                    os.kill(int(run.data.tags["pid"]), signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
                 lost["timed_out"] = {"run_id": run.info.run_id, "slurm_job_id": job_id, "time_limit": limit}
         time.sleep(0.5)  # the tracking server is also serving six jobs
     assert len(lost) == 2, f"not both jobs were seen running: {lost}"
