@@ -61,3 +61,14 @@ def test_pairs_take_best_and_worst_and_length_bias_relabels_a_known_fraction():
     assert (flipped["chosen"] == "long").all() and (flipped["chosen_tokens"] == 9).all() and (flipped["chosen_score"] == 0.1).all()
     with pytest.raises(ValueError, match="no preference pairs"):
         build_pairs(prompts, samples, scores, min_score_margin=0.9, length_bias=0.0, seed=0)
+
+
+def test_samples_without_log_probs_name_the_file_and_the_fix():
+    import pandas as pd
+
+    from dpolab.evaluate import sample_logps
+
+    with pytest.raises(ValueError, match=r"old\.jsonl: no policy_logps or reference_logps column.*rerun the generate rule"):
+        sample_logps(pd.DataFrame({"completion": ["x"]}), "old.jsonl")
+    policy, reference = sample_logps(pd.DataFrame({"policy_logps": [-1.0], "reference_logps": [-2.0]}), "new.jsonl")
+    assert (policy.tolist(), reference.tolist()) == ([-1.0], [-2.0])

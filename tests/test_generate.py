@@ -42,3 +42,55 @@ def test_samples_read_back_with_exact_temperatures(tmp_path):
     path = tmp_path / "samples.jsonl"
     path.write_text("".join(json.dumps({"prompt_id": i, "temperature": t}) + "\n" for i, t in enumerate([0.7, 0.3, 0.1])))
     assert read_samples(path)["temperature"].tolist() == [0.7, 0.3, 0.1]
+
+
+def test_samples_carry_their_log_probs_and_the_sampler_scores_other_weights(tiny_model_dir, tmp_path):
+    """A sample's logp is its completion's log-prob under the policy that drew it (at
+    temperature 1, whatever the sampling temperature); after load_weights, score gives another
+    model's log-probs of the same tokens: what the generate job writes for the KL."""
+    import torch
+
+    from dpolab.models import completion_logps, load_policy
+
+    other, tokenizer = load_policy(tiny_model_dir)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    other.save_pretrained(tmp_path / "other")
+    tokenizer.save_pretrained(tmp_path / "other")
+
+    sampler = make_sampler("transformers", tiny_model_dir, max_model_len=64, seed=0)
+    rows = sampler.sample([(0, "This movie was"), (1, "I watched it")], n=2, temperature=0.7, top_p=1.0, max_new_tokens=6, seed=3)
+    samples = [s for row in rows for s in row]
+    prompt_ids, completion_ids = [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples]
+    policy, _ = load_policy(tiny_model_dir)
+    assert [s.logp for s in samples] == pytest.approx(completion_logps(policy, prompt_ids, completion_ids).tolist(), abs=1e-4)
+    sampler.load_weights(tmp_path / "other")
+    assert sampler.score(prompt_ids, completion_ids).tolist() == pytest.approx(
+        completion_logps(other, prompt_ids, completion_ids).tolist(), abs=1e-4)
+
+
+@pytest.mark.e2e
+def test_vllm_engine_swaps_in_the_reference_weights(tiny_model_dir, tmp_path):
+    """vLLM: sampled log-probs equal a transformers forward, and after load_weights (in-place
+    reload, a tied LM head included) the engine scores as the other model does."""
+    import torch
+
+    from dpolab.models import completion_logps, load_policy
+
+    other, tokenizer = load_policy(tiny_model_dir)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    other.save_pretrained(tmp_path / "other")
+    tokenizer.save_pretrained(tmp_path / "other")
+    sampler = make_sampler("vllm", tiny_model_dir, max_model_len=64, seed=0, cache_dir=tmp_path / "vllm-cache")
+    rows = sampler.sample([(0, "This movie was"), (1, "I watched it")], n=1, temperature=0.5, top_p=1.0, max_new_tokens=8, seed=3)
+    samples = [row[0] for row in rows]
+    prompt_ids, completion_ids = [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples]
+    policy, _ = load_policy(tiny_model_dir)
+    assert [s.logp for s in samples] == pytest.approx(completion_logps(policy, prompt_ids, completion_ids).tolist(), abs=1e-3)
+    assert sampler.score(prompt_ids, completion_ids).tolist() == pytest.approx([s.logp for s in samples], abs=1e-3)
+    sampler.load_weights(tmp_path / "other")
+    assert sampler.score(prompt_ids, completion_ids).tolist() == pytest.approx(
+        completion_logps(other, prompt_ids, completion_ids).tolist(), abs=1e-3)

@@ -1,12 +1,12 @@
 """Evaluation of one policy at one temperature: reward (bootstrap CI), VADER, KL to the
 reference estimated on the policy's own samples, and response lengths; plus the helpers the
-study-wide comparison (dpolab.compare, dpolab.winrate) shares."""
+study-wide comparison (dpolab.compare, dpolab.winrate) shares. No torch here: the log-probs
+arrive with the samples (the generate job scores them), so an evaluate job loads no model."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 
@@ -28,26 +28,13 @@ def kl_estimate(policy_logps, reference_logps) -> float:
     return float(np.mean(np.asarray(policy_logps) - np.asarray(reference_logps)))
 
 
-@torch.no_grad()
-def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
-    """Summed log-probs of each completion given its prompt, on the exact sampled token ids."""
-    model.eval()
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    out = []
-    for start in range(0, len(prompt_ids), batch_size):
-        rows = [p + c for p, c in zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            attention[i, : len(r)] = 1
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        for i, (p, c) in enumerate(zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])):
-            # token t+1 is predicted at position t: completion tokens sit at positions len(p)..len(p)+len(c)-1
-            out.append(float(token_logps[i, len(p) - 1 : len(p) - 1 + len(c)].sum()))
-    return np.array(out)
+def sample_logps(samples: pd.DataFrame, source) -> tuple[np.ndarray, np.ndarray]:
+    """The policy and reference log-probs a generate job wrote with each sample."""
+    missing = [c for c in ("policy_logps", "reference_logps") if c not in samples]
+    if missing:
+        raise ValueError(f"{source}: no {' or '.join(missing)} column: samples written by an older dpolab; "
+                         "rerun the generate rule (snakemake --forcerun generate)")
+    return samples["policy_logps"].to_numpy(np.float64), samples["reference_logps"].to_numpy(np.float64)
 
 
 def evaluate_policy(samples: pd.DataFrame, *, policy_logps: np.ndarray, reference_logps: np.ndarray,

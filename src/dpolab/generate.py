@@ -1,7 +1,13 @@
 """Sampling completions: vLLM by default, transformers as a config-selected fallback.
 
 Every request carries its own seed (derived from the config seed, the prompt id and the
-sample index), so samples do not depend on batching, thread count or process."""
+sample index), so samples do not depend on batching, thread count or process.
+
+A sampler also scores: each sample carries its summed log-prob under the policy that drew it
+(the model's own distribution, before temperature and top-p), and after `load_weights(reference)`
+`score` gives the reference model's log-probs of the same token ids. The generate job thus
+measures KL with the engine it already started, instead of loading both models again in
+transformers."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 # vLLM's CPU build reads these at import time: a 1 GiB KV cache (plenty for the study's short
 # sequences, and jobs side by side share the RAM), the engine core in this process (no extra
@@ -32,6 +38,7 @@ class Sample:
     prompt_token_ids: list[int]
     completion_token_ids: list[int]
     finish_reason: str
+    logp: float  # summed log-prob of completion_token_ids under the sampling model, at temperature 1
 
 
 def read_samples(path) -> "pd.DataFrame":
@@ -76,37 +83,99 @@ class VLLMSampler:
                 top_p=top_p if temperature > 0 else 1.0,
                 max_tokens=max_new_tokens,
                 seed=request_seed_value,
+                logprobs=0,  # the sampled token's log-prob: vLLM's raw log-probs, before temperature and top-p
             )
             for request_seed_value in seeds
         ]
         outputs = self.llm.generate([text for _, text in prompts], params, use_tqdm=False)
         return [
             [
-                Sample(pid, i, seed_value, o.text, list(out.prompt_token_ids), list(o.token_ids), str(o.finish_reason))
+                Sample(pid, i, seed_value, o.text, list(out.prompt_token_ids), list(o.token_ids), str(o.finish_reason),
+                       float(o.cumulative_logprob or 0.0))
                 for i, o in enumerate(out.outputs)
             ]
             for (pid, _), seed_value, out in zip(prompts, seeds, outputs)
         ]
 
 
+    def load_weights(self, model_dir: Path) -> None:
+        """Swap another checkpoint of the same architecture into the running engine (vLLM's
+        in-place `reload_weights`, as RL trainers use it): no second engine start."""
+        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+            # In-process engine: pass the tensors. vLLM's CPU backend keeps a separate copy of
+            # a tied LM head, which a checkpoint without `lm_head.weight` would leave stale.
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": checkpoint_tensors(model_dir)})
+        else:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+        self.llm.reset_prefix_cache()  # cached prefixes hold the old weights' keys and values
+
+    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> np.ndarray:
+        """Summed log-probs of each completion given its prompt, under the loaded weights
+        (one prefill per sequence, no padding)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p + c) for p, c in zip(prompt_ids, completion_ids)],
+                                    params, use_tqdm=False)
+        return np.array([
+            sum(out.prompt_logprobs[i][out.prompt_token_ids[i]].logprob for i in range(len(p), len(p) + len(c)))
+            for out, p, c in zip(outputs, prompt_ids, completion_ids)
+        ], dtype=np.float64)
+
+
+def checkpoint_tensors(model_dir: Path):
+    """(name, tensor) of every safetensors file in a model folder, plus `lm_head.weight` from
+    the input embeddings when the config ties them and the files leave the head out."""
+    import json
+
+    from safetensors import safe_open
+
+    names = set()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(path), "pt") as handle:
+            for name in handle.keys():
+                names.add(name)
+                yield name, handle.get_tensor(name)
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    if config.get("tie_word_embeddings", True) and "lm_head.weight" not in names:
+        for path in sorted(Path(model_dir).glob("*.safetensors")):
+            with safe_open(str(path), "pt") as handle:
+                if "model.embed_tokens.weight" in handle.keys():
+                    yield "lm_head.weight", handle.get_tensor("model.embed_tokens.weight")
+
+
 class TransformersSampler:
     """The fallback: one `generate` call per request so each request's seed alone decides it."""
 
     def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None):
+        import torch
+
         from dpolab.models import load_policy
 
         self.model, self.tokenizer = load_policy(model_dir)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
 
-    @torch.no_grad()
+    def load_weights(self, model_dir: Path) -> None:
+        from dpolab.models import load_policy
+
+        self.model = load_policy(model_dir)[0].to(self.device).eval()
+
+    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> np.ndarray:
+        from dpolab.models import completion_logps
+
+        return completion_logps(self.model, prompt_ids, completion_ids)
+
     def sample(self, prompts, *, n, temperature, top_p, max_new_tokens, seed, salt=0):
+        import torch
+
         results = []
         for pid, text in prompts:
             ids = self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)
             torch.manual_seed(request_seed(seed, pid, 0, salt))
             kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-            out = self.model.generate(
+            out = self.model.generate(  # generate runs without gradients
                 ids,
                 max_new_tokens=max_new_tokens,
                 num_return_sequences=n,
@@ -114,15 +183,19 @@ class TransformersSampler:
                 top_k=0 if temperature > 0 else None,
                 **kwargs,
             )
-            samples = []
-            for i, row in enumerate(out):
+            drawn = []
+            for row in out:
                 completion_ids = row[ids.shape[1] :].tolist()
                 finish = "stop" if self.tokenizer.eos_token_id in completion_ids else "length"
                 if finish == "stop":
                     completion_ids = completion_ids[: completion_ids.index(self.tokenizer.eos_token_id) + 1]
-                text_out = self.tokenizer.decode(completion_ids, skip_special_tokens=True)
-                samples.append(Sample(pid, i, request_seed(seed, pid, 0, salt), text_out, ids[0].tolist(), completion_ids, finish))
-            results.append(samples)
+                drawn.append((completion_ids, finish))
+            logps = self.score([ids[0].tolist()] * len(drawn), [c for c, _ in drawn])
+            results.append([
+                Sample(pid, i, request_seed(seed, pid, 0, salt), self.tokenizer.decode(c, skip_special_tokens=True),
+                       ids[0].tolist(), c, finish, float(logp))
+                for i, ((c, finish), logp) in enumerate(zip(drawn, logps))
+            ])
         return results
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -88,3 +90,25 @@ def load_policy(model_dir: Path, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+@torch.no_grad()
+def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
+    """Summed log-probs of each completion given its prompt, on the exact sampled token ids."""
+    model.eval()
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    out = []
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = [p + c for p, c in zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            attention[i, : len(r)] = 1
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        for i, (p, c) in enumerate(zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])):
+            # token t+1 is predicted at position t: completion tokens sit at positions len(p)..len(p)+len(c)-1
+            out.append(float(token_logps[i, len(p) - 1 : len(p) - 1 + len(c)].sum()))
+    return np.array(out)

@@ -53,6 +53,14 @@ def save_model(trainer, tokenizer, model_dir: Path) -> None:
     (model_dir / "training_args.json").write_text(trainer.args.to_json_string())
 
 
+def train_and_save(trainer, tokenizer, out_dir: Path) -> dict:
+    """Train with tokens/s and MFU measured (dpolab.perf), then `finish_training`."""
+    from dpolab.perf import attach_throughput
+
+    attach_throughput(trainer)
+    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
+
+
 def finish_training(trainer, tokenizer, result, out_dir: Path) -> dict:
     """The output contract of every training job: model/ (safetensors, config, tokenizer,
     training_args.json) and train_log.json (the trainer's log history) in out_dir."""
@@ -71,7 +79,7 @@ def run_sft(base_dir: Path, sft_texts: Path | pd.DataFrame, cfg: SFTSettings, ou
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
     args = SFTConfig(**_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active), packing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
+    return train_and_save(trainer, tokenizer, out_dir)
 
 
 def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) -> Dataset:
@@ -99,7 +107,7 @@ def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings
     model, tokenizer = load_policy(sft_dir)
     args = dpo_args(cfg, out_dir, beta=0.1, seed=0, use_cpu=use_cpu, mlflow_active=False)
     args.precompute_ref_batch_size = max(cfg.batch_size, 16)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
+    trainer = ReferenceDPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
     data = trainer.train_dataset
     reference = pd.DataFrame(
         {
@@ -123,6 +131,78 @@ def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings
     return reference
 
 
+# Config attributes that change logits after the LM head (TRL's fused head reads the same ones).
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def plain_head(model) -> bool:
+    """Whether the LM head is a plain projection (logits = W h), so completion log-probs can
+    be formed from the decoder's hidden states at the completion positions only."""
+    config = model.config.get_text_config()
+    return (
+        all(getattr(config, name, None) is None for name in LOGIT_TRANSFORMS)
+        and model.get_output_embeddings() is not None and getattr(model.get_output_embeddings(), "bias", None) is None
+    )
+
+
+def length_groups(lengths: list[int], overhead_tokens: int = 64) -> list[list[int]]:
+    """Rows (indices into `lengths`) split into micro-batches of similar length: the partition
+    of the rows sorted by length that minimises padded tokens plus `overhead_tokens` per
+    micro-batch (one forward call's fixed cost in token-equivalents). Dynamic programming over
+    the sorted rows: a batch is small, so this is exact and instant."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    best, cut = [0] + [None] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end):  # the group order[start:end] is padded to its longest row
+            cost = best[start] + (end - start) * lengths[order[end - 1]] + overhead_tokens
+            if best[end] is None or cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
+
+
+def grouped_completion_logps(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
+    """Summed completion log-probs of each right-padded row, computed without padding waste.
+
+    Why by hand: TRL's padding-free DPO is disabled in the pinned TRL, and its fused LM head
+    (tiled, recomputed in the backward) spent ~40% of a CPU step on a 49k vocabulary. Here rows
+    of similar length share a forward (`length_groups`), each group cut to its longest row, and
+    the head projects only the hidden states that predict completion tokens. The same batch,
+    the same sums: only float rounding differs from the padded forward."""
+    lengths = attention_mask.sum(dim=1).tolist()
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    parts, rows = [], []
+    for group in length_groups(lengths):
+        index = torch.tensor(group, device=input_ids.device)
+        width = max(lengths[i] for i in group)
+        ids, mask = input_ids[index, :width], attention_mask[index, :width]
+        targets = completion_mask[index, 1:width].bool()
+        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
+        token_logps = torch.log_softmax(head(hidden[targets]).float(), dim=-1)
+        token_logps = token_logps.gather(-1, ids[:, 1:][targets][:, None]).squeeze(-1)
+        row_of_token = targets.nonzero()[:, 0]
+        parts.append(token_logps.new_zeros(len(group)).index_add(0, row_of_token, token_logps))
+        rows.extend(group)
+    inverse = torch.empty(len(rows), dtype=torch.long, device=input_ids.device)
+    inverse[torch.tensor(rows, device=input_ids.device)] = torch.arange(len(rows), device=input_ids.device)
+    return torch.cat(parts)[inverse]
+
+
+class ReferenceDPOTrainer(DPOTrainer):
+    """TRL's reference precompute (its tokenisation, truncation and batching), with each batch's
+    log-probs formed by `grouped_completion_logps` (no padding waste) where the head allows."""
+
+    def compute_ref_log_probs(self, model, inputs):
+        if self.ld_alpha is not None or not plain_head(model):
+            return super().compute_ref_log_probs(model, inputs)
+        with torch.no_grad():
+            logps = grouped_completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        return logps.chunk(2, dim=0)
+
+
 class RegistryDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer with the loss taken from `dpolab.losses` and reference log-probs read
     from the dataset (computed once per study), so no reference model is ever loaded here.
@@ -133,10 +213,13 @@ class RegistryDPOTrainer(DPOTrainer):
     registry's formulas assume summed log-probs under reverse KL.
     """
 
-    def __init__(self, *args, loss_name: str, loss_params: dict | None = None, **kwargs):
+    def __init__(self, *args, loss_name: str, loss_params: dict | None = None, grouped_logps: bool = True, **kwargs):
+        """`grouped_logps=False` forms log-probs as TRL does (fused head on the padded batch):
+        the baseline of benchmarks/dpo_step.py."""
         if loss_name not in losses.LOSSES:
             raise KeyError(f"unknown loss {loss_name!r}")
         self.loss_name, self.loss_params = loss_name, dict(loss_params or {})
+        self.grouped_logps = grouped_logps
         config = kwargs.get("args")
         if config is not None:
             if config.ld_alpha is not None or config.use_weighting or config.f_divergence_type != "reverse_kl":
@@ -155,12 +238,15 @@ class RegistryDPOTrainer(DPOTrainer):
         mode = "train" if self.model.training else "eval"
         completion_mask = inputs["completion_mask"]
         model_kwargs = {k: v for k, v in inputs.items() if k not in ("completion_mask", *REF_COLUMNS)}
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
         shift_mask = completion_mask[..., 1:]
-        # The fused head returns 0 at positions whose label is -100, so a row sum is the
-        # summed completion log-prob.
-        logps = outputs.log_probs[:, -shift_mask.size(1) :].sum(dim=1)
+        if self.grouped_logps and plain_head(model):
+            logps = grouped_completion_logps(model, inputs["input_ids"], inputs["attention_mask"], completion_mask)
+        else:  # logit scaling or soft-capping: TRL's fused head knows each model's rule
+            labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+            outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+            # The fused head returns 0 at positions whose label is -100, so a row sum is the
+            # summed completion log-prob.
+            logps = outputs.log_probs[:, -shift_mask.size(1) :].sum(dim=1)
         chosen_logps, rejected_logps = logps.chunk(2, dim=0)  # the collator stacks [chosen; rejected]
         chosen_lengths, rejected_lengths = shift_mask.sum(dim=1).chunk(2, dim=0)
         ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
@@ -231,7 +317,7 @@ def run_dpo(
         loss_name=loss_name,
         loss_params=loss_params,
     )
-    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
+    return train_and_save(trainer, tokenizer, out_dir)
 
 
 def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: float, desirable_weight: float,
@@ -257,7 +343,7 @@ def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: 
     examples = training_order(examples[["prompt", "completion", "label"]], seed)
     dataset = Dataset.from_pandas(examples, preserve_index=False)
     trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
+    return train_and_save(trainer, tokenizer, out_dir)
 
 
 def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: float, seed: int, out_dir: Path,
@@ -278,4 +364,4 @@ def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: fl
         remove_unused_columns=False,  # its collator needs the tokenised columns
     )
     trainer = ORPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
-    return finish_training(trainer, tokenizer, trainer.train(), out_dir)
+    return train_and_save(trainer, tokenizer, out_dir)

@@ -1,4 +1,5 @@
-# One job per policy: judges and models load once, then every temperature is evaluated.
+# One job per policy: judges load once, then every temperature is evaluated. No language model
+# loads here: the samples carry their policy and reference log-probs (the generate job).
 rule evaluate:
     input:
         unpack(judge_inputs),
@@ -6,8 +7,6 @@ rule evaluate:
         prompts=f"{STUDY}/data/prompts_test.parquet",
         samples=expand(f"{STUDY}/generate/{{{{policy}}}}/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
         sft_samples=expand(f"{STUDY}/generate/sft/temp~{{temperature}}/samples.jsonl", temperature=TEMPERATURES),
-        model=policy_model_dir,
-        reference=SFT_MODEL,
     output:
         metrics=expand(f"{STUDY}/evaluate/{{{{policy}}}}/temp~{{temperature}}/metrics.json", temperature=TEMPERATURES),
         scored=expand(f"{STUDY}/evaluate/{{{{policy}}}}/temp~{{temperature}}/scored.parquet", temperature=TEMPERATURES),

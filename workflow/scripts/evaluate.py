@@ -6,11 +6,10 @@ import pandas as pd
 
 from dpolab import jobs
 from dpolab.study import parse_policy
-from dpolab.evaluate import completion_logps, evaluate_policy
+from dpolab.evaluate import evaluate_policy, sample_logps
 from dpolab.generate import read_samples
 from dpolab.judge_factory import make_judge, prompts_for
 from dpolab.judges import GoldJudge, VaderJudge
-from dpolab.models import load_policy
 
 study, wildcards, inputs, outputs = jobs.study_of(snakemake), snakemake.wildcards, snakemake.input, snakemake.output
 ev, judge_specs = study.evaluation, study.section("judges")
@@ -30,8 +29,6 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
               for name in study.pointwise_judges if judge_specs[name]["kind"] not in ("gold", "vader")}
     test_prompts = pd.read_parquet(inputs.prompts)
     instruction = test_prompts.set_index("prompt_id")["instruction"] if "instruction" in test_prompts else None
-    reference, _ = load_policy(Path(inputs.reference))
-    policy = reference if wildcards.policy == "sft" else load_policy(Path(inputs.model))[0]
 
     for temperature, samples_file, metrics_file, scored_file in zip(
         study.temperatures, inputs.samples, outputs.metrics, outputs.scored
@@ -48,16 +45,14 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
         )
         # a policy's reward: the gold classifier's P(positive) (IMDb), else the study's score judge
         samples["reward_score"] = samples["gold_score"] if gold else samples[f"score_{study.reward_judge}"]
-        token_ids = samples["prompt_token_ids"].tolist(), samples["completion_token_ids"].tolist()
-        reference_logps = completion_logps(reference, *token_ids)
-        policy_logps = reference_logps if policy is reference else completion_logps(policy, *token_ids)
+        policy_logps, reference_logps = sample_logps(samples, samples_file)
         metrics = evaluate_policy(
             samples, policy_logps=policy_logps, reference_logps=reference_logps,
             resamples=ev.bootstrap_resamples, confidence=ev.confidence_level, seed=ev.seed,
         )
         metrics = {"policy": wildcards.policy, **identity, "temperature": float(temperature), **metrics}
         Path(metrics_file).write_text(json.dumps(metrics, indent=2))
-        scored = samples.assign(policy=wildcards.policy, policy_logps=policy_logps, reference_logps=reference_logps)
+        scored = samples.assign(policy=wildcards.policy)
         scored.drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
         step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")}
         mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in step.items()})

@@ -19,12 +19,23 @@ with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(study), params={
         cfg.engine, Path(snakemake.input.model), max_model_len=cfg.max_new_tokens + longest_prompt, seed=cfg.seed,
         device=study.device, cache_dir=jobs.vllm_cache(snakemake),
     )
+    # The same seeds for every policy: policies differ only by their weights.
+    drawn = {
+        temperature: [row[0] for row in sampler.sample(requests, n=1, temperature=float(temperature), top_p=cfg.top_p,
+                                                        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)]
+        for temperature in study.temperatures
+    }
+    everything = [sample for samples in drawn.values() for sample in samples]
+    if snakemake.wildcards.policy == "sft":  # the policy is the reference: KL is exactly zero
+        reference_logps = [sample.logp for sample in everything]
+    else:  # the reference's log-probs of the same tokens, from the same engine with the SFT weights swapped in
+        sampler.load_weights(Path(snakemake.input.reference))
+        reference_logps = sampler.score([s.prompt_token_ids for s in everything], [s.completion_token_ids for s in everything])
+    reference_of = iter(reference_logps)
     for temperature, out_file in zip(study.temperatures, snakemake.output.samples):
-        # The same seeds for every policy: policies differ only by their weights.
-        rows = sampler.sample(requests, n=1, temperature=float(temperature), top_p=cfg.top_p,
-                              max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
         with open(out_file, "w") as handle:
-            for (pid, prompt), (sample,) in zip(requests, rows):
+            for (pid, prompt), sample in zip(requests, drawn[temperature]):
                 record = {"prompt": prompt, "temperature": float(temperature), **asdict(sample)}
+                record.update(policy_logps=record.pop("logp"), reference_logps=float(next(reference_of)))
                 handle.write(json.dumps(record) + "\n")
         mlflow.log_artifact(out_file, artifact_path=f"generations/temp~{float(temperature):g}")
