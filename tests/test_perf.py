@@ -14,6 +14,8 @@ def test_trained_tokens_read_each_trainers_batches():
     assert perf.trained_tokens({"input_ids": ones, "attention_mask": padded}) == (4, 2)  # SFT, DPO, KTO
     assert perf.trained_tokens({"chosen_attention_mask": ones, "rejected_attention_mask": padded,
                                 "prompt_attention_mask": ones}) == (10, 4)  # ORPO: the prompt is inside both
+    flat = {"input_ids": torch.ones(1, 7, dtype=torch.long), "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1]])}
+    assert perf.trained_tokens(flat) == (7, 3)  # padding-free SFT: three sequences in one row
     assert perf.trained_tokens({"input_ids": ones}) == (0, 0)
 
 

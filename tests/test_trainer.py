@@ -131,3 +131,20 @@ def test_grouped_training_follows_trls_fused_head(tiny_model_dir, reference, tmp
         curves.append([entry["loss"] for entry in trainer.state.log_history if "loss" in entry])
     assert len(curves[0]) == 3
     assert curves[0] == pytest.approx(curves[1], abs=1e-5)
+
+
+def test_sft_is_padding_free_when_nothing_needs_truncating(tiny_model_dir, tmp_path):
+    """Short texts train padding-free; a text longer than sft.max_length makes the job fall back
+    to padded batches, where TRL truncates it. Both write their figures."""
+    import json
+
+    from dpolab.train import run_sft
+
+    short = pd.DataFrame({"text": ["A fine film.", "Bad.", "I watched it twice and would again."] * 2})
+    cfg = SFTSettings(max_steps=1, batch_size=3, learning_rate=1e-4, warmup_steps=0, max_length=16, logging_steps=1, seed=0)
+    for name, frame in (("short", short), ("long", pd.concat([short, pd.DataFrame({"text": ["word " * 40]})]))):
+        run_sft(tiny_model_dir, frame, cfg, tmp_path / name, use_cpu=True, mlflow_active=False)
+        args = json.loads((tmp_path / name / "model" / "training_args.json").read_text())
+        assert (args["padding_free"], args["max_length"]) == ((True, None) if name == "short" else (False, 16))
+        history = json.loads((tmp_path / name / "train_log.json").read_text())
+        assert [e for e in history if "perf/trained_tokens" in e][-1]["perf/trained_tokens"] > 0

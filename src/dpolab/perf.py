@@ -61,6 +61,8 @@ def trained_tokens(inputs: dict) -> tuple[int, int]:
     for keys in TOKEN_MASKS:
         if all(key in inputs for key in keys):
             return (int(sum(int(inputs[key].sum()) for key in keys)), int(sum(inputs[key].shape[0] for key in keys)))
+    if "position_ids" in inputs and "input_ids" in inputs:  # padding-free: one row, positions restart per sequence
+        return int(inputs["input_ids"].numel()), int((inputs["position_ids"] == 0).sum())
     return 0, 0
 
 

@@ -186,8 +186,8 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
     elif stage in ("pairs", "generate"):  # vLLM sampling
         if stage == "pairs":
             tokens = data["n_train_prompts"] * config["pairs"]["completions_per_prompt"] * config["pairs"]["max_new_tokens"]
-        else:
-            tokens = n_test * len(temperatures) * config["generation"]["max_new_tokens"]
+        else:  # and the reference's forward over every sample, in the same engine
+            tokens = n_test * len(temperatures) * (2 * config["generation"]["max_new_tokens"] + 16)
         flops = 2 * n_params * tokens
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.decode, plan)}
     elif stage == "pairwise_judge":  # vLLM reads both orders of every (policy, opponent) pair: prompt-heavy
@@ -195,10 +195,10 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
         tokens = len(study.policies) * len(temperatures) * n_test * 2 * 2 * max_length
         flops = 2 * n_params * tokens
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.forward, plan)}
-    elif stage == "evaluate":  # judges + KL: policy and SFT model forward over every sample
+    elif stage == "evaluate":  # pointwise judges (a reward model's forward over every sample); the KL came with the samples
         tokens = n_test * len(temperatures) * (config["generation"]["max_new_tokens"] + 16)
-        flops = 2 * 2 * n_params * tokens
-        mem = plan.base_mem_mb + 2 * weights_mb  # the policy and the SFT model
+        flops = 2 * n_params * tokens
+        mem = plan.base_mem_mb + weights_mb  # a reward-model judge, sized as the policy
         resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.forward, plan)}
     else:
         raise ValueError(f"job_resources: unknown stage {stage!r}")

@@ -77,8 +77,15 @@ def run_sft(base_dir: Path, sft_texts: Path | pd.DataFrame, cfg: SFTSettings, ou
     frame = sft_texts if isinstance(sft_texts, pd.DataFrame) else pd.read_parquet(sft_texts)
     columns = ["text"] if "text" in frame else ["prompt", "completion"]
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
-    args = SFTConfig(**_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active), packing=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    arguments = _trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active)
+    # Padding-free: each batch's examples flattened into one row (position ids restart per
+    # example, so attention stays within an example; the same losses as padded batches). TRL
+    # does not truncate in this mode, so it is used when no example needs truncating.
+    trainer = SFTTrainer(model=model, args=SFTConfig(**{**arguments, "max_length": None}, packing=False, padding_free=True),
+                         train_dataset=dataset, processing_class=tokenizer)
+    if max(len(ids) for ids in trainer.train_dataset["input_ids"]) > cfg.max_length:
+        trainer = SFTTrainer(model=model, args=SFTConfig(**arguments, packing=False), train_dataset=dataset,
+                             processing_class=tokenizer)
     return train_and_save(trainer, tokenizer, out_dir)
 
 

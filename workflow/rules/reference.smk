@@ -12,6 +12,9 @@ rule reference:
     benchmark:
         f"{STUDY}/benchmarks/reference.tsv"
     threads: stage_threads()
+    # Every DPO job waits for this one, and it takes every core: first in line when the pairs
+    # are ready, before KTO and ORPO (which do not need it) take a core each.
+    priority: 50
     resources:
         **resources_for("reference"),
     script:
