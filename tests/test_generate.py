@@ -71,13 +71,17 @@ def test_samples_carry_their_log_probs_and_the_sampler_scores_other_weights(tiny
 
 
 @pytest.mark.e2e
-def test_vllm_engine_swaps_in_the_reference_weights(tiny_model_dir, tmp_path):
+def test_vllm_engine_swaps_in_the_reference_weights(tmp_path):
     """vLLM: sampled log-probs equal a transformers forward, and after load_weights (in-place
     reload, a tied LM head included) the engine scores as the other model does."""
     import torch
 
-    from dpolab.models import completion_logps, load_policy
+    from dpolab.config import ROOT, read_study
+    from dpolab.models import completion_logps, load_policy, prepare_base_model
 
+    # the smoke study's scratch model: vLLM's CPU attention needs a head size of 32 or more
+    tiny_model_dir = tmp_path / "policy"
+    prepare_base_model(read_study(ROOT / "configs" / "smoke.yaml").section("model"), tiny_model_dir)
     other, tokenizer = load_policy(tiny_model_dir)
     with torch.no_grad():
         for parameter in other.parameters():
@@ -94,3 +98,12 @@ def test_vllm_engine_swaps_in_the_reference_weights(tiny_model_dir, tmp_path):
     sampler.load_weights(tmp_path / "other")
     assert sampler.score(prompt_ids, completion_ids).tolist() == pytest.approx(
         completion_logps(other, prompt_ids, completion_ids).tolist(), abs=1e-3)
+
+
+def test_every_temperature_in_one_call_gives_what_separate_calls_give(tiny_model_dir):
+    sampler = make_sampler("transformers", tiny_model_dir, max_model_len=64, seed=0)
+    prompts = [(0, "This movie was"), (1, "I watched it")]
+    together = sampler.sample_temperatures(prompts, [0.0, 1.0], n=1, top_p=1.0, max_new_tokens=5, seed=2)
+    for temperature in (0.0, 1.0):
+        alone = sampler.sample(prompts, n=1, temperature=temperature, top_p=1.0, max_new_tokens=5, seed=2)
+        assert together[temperature] == alone

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 TOKEN_MASKS = (("attention_mask",), ("chosen_attention_mask", "rejected_attention_mask"))
 
 
-def matmul_peak_gflops(threads: int | None = None, *, size: int = 2048, seconds: float = 1.0, dtype: str = "float32") -> float:
+def matmul_peak_gflops(threads: int | None = None, *, size: int = 2048, seconds: float = 0.5, dtype: str = "float32") -> float:
     """The best of repeated `size` x `size` matmuls, in GFLOP/s, with `threads` torch threads
     (the current setting when None); the setting is restored afterwards."""
     import torch

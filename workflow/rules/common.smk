@@ -68,7 +68,7 @@ def local_cores():
 
 
 def stage_threads():
-    """A stage that runs alone in the DAG (sft, pairs, reference) takes every core (max 8)."""
+    """A stage that runs alone in the DAG (sft, pairs) takes every core (max 8)."""
     cores = local_cores()
     return CLUSTER_THREADS if cores is None else max(1, min(cores, 8))
 

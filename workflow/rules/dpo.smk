@@ -17,6 +17,9 @@ rule dpo:
     wildcard_constraints:
         variant=variants_of("dpo"),
     threads: heavy_threads()
+    # Training before generation: a policy's samples wait for its training, so a free core
+    # starts the next policy rather than the samples of one already trained.
+    priority: 10
     resources:
         **resources_for("dpo"),
     script:

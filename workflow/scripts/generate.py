@@ -20,11 +20,9 @@ with jobs.job(snakemake, "generate", tags=jobs.temperatures_tag(study), params={
         device=study.device, cache_dir=jobs.vllm_cache(snakemake),
     )
     # The same seeds for every policy: policies differ only by their weights.
-    drawn = {
-        temperature: [row[0] for row in sampler.sample(requests, n=1, temperature=float(temperature), top_p=cfg.top_p,
-                                                        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)]
-        for temperature in study.temperatures
-    }
+    by_temperature = sampler.sample_temperatures(requests, [float(t) for t in study.temperatures], n=1, top_p=cfg.top_p,
+                                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    drawn = {temperature: [row[0] for row in by_temperature[float(temperature)]] for temperature in study.temperatures}
     everything = [sample for samples in drawn.values() for sample in samples]
     if snakemake.wildcards.policy == "sft":  # the policy is the reference: KL is exactly zero
         reference_logps = [sample.logp for sample in everything]

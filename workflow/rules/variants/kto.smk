@@ -51,6 +51,9 @@ rule kto:
     wildcard_constraints:
         variant=variants_of("kto"),
     threads: heavy_threads()
+    # Training before generation: a policy's samples wait for its training, so a free core
+    # starts the next policy rather than the samples of one already trained.
+    priority: 10
     resources:
         **resources_for("dpo"),
     script:
