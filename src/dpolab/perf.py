@@ -117,8 +117,8 @@ def attach_throughput(trainer, *, threads: int | None = None) -> Throughput:
             state.log_history.append({**figures, "step": state.global_step})
             import mlflow
 
-            if mlflow.active_run() is not None:
-                mlflow.log_metrics(figures)
+            if mlflow.active_run() is not None:  # at the last step, as the log history has them
+                mlflow.log_metrics(figures, step=state.global_step)
 
     trainer.training_step = counting_step
     trainer.add_callback(Timer())
