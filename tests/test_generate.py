@@ -44,20 +44,29 @@ def test_samples_read_back_with_exact_temperatures(tmp_path):
     assert read_samples(path)["temperature"].tolist() == [0.7, 0.3, 0.1]
 
 
+def perturbed_copy(model_dir, out):
+    """The model with noise on every weight, saved to `out` (another checkpoint of the same
+    architecture, as a policy is of the SFT model); returns the perturbed model."""
+    import torch
+
+    from dpolab.models import load_policy
+
+    other, tokenizer = load_policy(model_dir)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    other.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return other
+
+
 def test_samples_carry_their_log_probs_and_the_sampler_scores_other_weights(tiny_model_dir, tmp_path):
     """A sample's logp is its completion's log-prob under the policy that drew it (at
     temperature 1, whatever the sampling temperature); after load_weights, score gives another
     model's log-probs of the same tokens: what the generate job writes for the KL."""
-    import torch
-
     from dpolab.models import completion_logps, load_policy
 
-    other, tokenizer = load_policy(tiny_model_dir)
-    with torch.no_grad():
-        for parameter in other.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    other.save_pretrained(tmp_path / "other")
-    tokenizer.save_pretrained(tmp_path / "other")
+    other = perturbed_copy(tiny_model_dir, tmp_path / "other")
 
     sampler = make_sampler("transformers", tiny_model_dir, max_model_len=64, seed=0)
     rows = sampler.sample([(0, "This movie was"), (1, "I watched it")], n=2, temperature=0.7, top_p=1.0, max_new_tokens=6, seed=3)
@@ -74,20 +83,13 @@ def test_samples_carry_their_log_probs_and_the_sampler_scores_other_weights(tiny
 def test_vllm_engine_swaps_in_the_reference_weights(tmp_path):
     """vLLM: sampled log-probs equal a transformers forward, and after load_weights (in-place
     reload, a tied LM head included) the engine scores as the other model does."""
-    import torch
-
     from dpolab.config import ROOT, read_study
     from dpolab.models import completion_logps, load_policy, prepare_base_model
 
     # the smoke study's scratch model: vLLM's CPU attention needs a head size of 32 or more
     tiny_model_dir = tmp_path / "policy"
     prepare_base_model(read_study(ROOT / "configs" / "smoke.yaml").section("model"), tiny_model_dir)
-    other, tokenizer = load_policy(tiny_model_dir)
-    with torch.no_grad():
-        for parameter in other.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    other.save_pretrained(tmp_path / "other")
-    tokenizer.save_pretrained(tmp_path / "other")
+    other = perturbed_copy(tiny_model_dir, tmp_path / "other")
     sampler = make_sampler("vllm", tiny_model_dir, max_model_len=64, seed=0, cache_dir=tmp_path / "vllm-cache")
     rows = sampler.sample([(0, "This movie was"), (1, "I watched it")], n=1, temperature=0.5, top_p=1.0, max_new_tokens=8, seed=3)
     samples = [row[0] for row in rows]
