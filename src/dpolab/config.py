@@ -29,8 +29,9 @@ import yaml
 
 from dpolab import losses
 from dpolab.errors import ConfigError
-from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, GenerationSettings, JudgeConfig, MlflowSettings,
-                             PairsSettings, RewardModelSettings, SFTDataSettings, SFTSettings)
+from dpolab.settings import (DataConfig, DistributedSettings, DPOSettings, EvaluationSettings, GenerationSettings,
+                             JudgeConfig, MlflowSettings, PairsSettings, PeftSettings, RewardModelSettings,
+                             SFTDataSettings, SFTSettings, TrainingSettings)
 from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
 from dpolab.locate import is_hub_id
 from dpolab.study import PAIRWISE_KINDS, Study, Variant, format_value, freeze, thaw
@@ -327,9 +328,33 @@ def stage_settings(config: dict) -> dict:
         settings = {name: settings(**config[name]) for name, settings in classes.items()}
         settings["sft"] = SFTSettings(**{k: v for k, v in config["sft"].items() if k not in sft_data_keys})
         settings["sft_data"] = SFTDataSettings(**{k: v for k, v in config["sft"].items() if k in sft_data_keys})
+        settings["peft"] = PeftSettings(**config["peft"]) if config["peft"] is not None else None
+        settings["training"] = TrainingSettings(device=config["device"], lora=settings["peft"] is not None, **config["training"])
+        settings["distributed"] = DistributedSettings(device=config["device"], **config["distributed"])
+        check_parallel_training(config, settings)
         return settings
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from None
+
+
+def check_parallel_training(config: dict, settings: dict) -> None:
+    """Batches that split evenly over the training processes; QLoRA where it can run."""
+    distributed, peft = settings["distributed"], settings["peft"]
+    sections = ["dpo"] + (["sft"] if config["sft"].get("data") != "none" else [])
+    sections += ["reward_model"] if config["data"]["source"] == "preferences" else []
+    for section in sections:  # the training stages the study has
+        distributed.per_device_batch(config[section]["batch_size"], f"{section}.batch_size")
+    for name, spec in config["variants"].items():
+        train = spec.get("train") or {}
+        if isinstance(train, Mapping) and "batch_size" in train:
+            distributed.per_device_batch(train["batch_size"], f"variants.{name}.train.batch_size")
+    if peft is not None and peft.load_in_4bit:
+        if config["device"] != "cuda":
+            raise ValueError("peft.load_in_4bit: QLoRA's 4-bit base runs on bitsandbytes' GPU kernels and needs device: cuda; "
+                             "on the CPU leave it false (LoRA on the full-precision base)")
+        if peft.sft == "full" and config["sft"].get("data") != "none":
+            raise ValueError("peft.load_in_4bit: a 4-bit model cannot be fully fine-tuned in SFT; set peft.sft: lora "
+                             "(or sft.data: none for a model that needs no SFT)")
 
 
 def resolve_variant(config: dict, name: str, *, dpo_schema: dict) -> Variant:

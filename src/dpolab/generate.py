@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +54,23 @@ def request_seed(seed: int, prompt_id: int, sample_index: int = 0, salt: int = 0
     return (seed * 1_000_003 + prompt_id * 1_009 + sample_index * 7 + salt * 100_003) % (2**31 - 1)
 
 
+# vLLM accepts these LoRA ranks for max_lora_rank (vllm.config.LoRAConfig)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds adapters of `rank`."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"peft.r: vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}, got {rank}")
+
+
 def vllm_engine(model_dir: Path | str, *, max_model_len: int, seed: int, device: str = "cpu",
-                cache_dir: Path | None = None, revision: str | None = None, trust_remote_code: bool = False):
-    """A vLLM engine; on the CPU in fp32 (the dtype policies are trained and saved in) and eager mode (no CUDA graphs)."""
+                cache_dir: Path | None = None, revision: str | None = None, trust_remote_code: bool = False,
+                max_lora_rank: int | None = None, max_loras: int = 1, tensor_parallel_size: int = 1):
+    """A vLLM engine; on the CPU in fp32 (the dtype policies are trained and saved in) and eager mode
+    (no CUDA graphs). `max_lora_rank`: serve LoRA adapters (each request may carry one) on this base."""
     if device == "cpu":
         for key, value in VLLM_CPU_ENV.items():
             os.environ.setdefault(key, value)
@@ -64,20 +78,41 @@ def vllm_engine(model_dir: Path | str, *, max_model_len: int, seed: int, device:
     from vllm import LLM
 
     dtype = "float32" if device == "cpu" else "auto"
+    lora = dict(enable_lora=True, max_lora_rank=vllm_lora_rank(max_lora_rank), max_loras=max_loras) if max_lora_rank else {}
+    parallel = {"tensor_parallel_size": tensor_parallel_size} if tensor_parallel_size > 1 else {}
     return LLM(model=str(model_dir), dtype=dtype, max_model_len=max_model_len, enforce_eager=device == "cpu", seed=seed,
-               revision=revision, trust_remote_code=trust_remote_code)
+               revision=revision, trust_remote_code=trust_remote_code, **lora, **parallel)
 
 
 class VLLMSampler:
-    def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None):
-        self.llm = vllm_engine(model_dir, max_model_len=max_model_len, seed=seed, device=device, cache_dir=cache_dir)
+    """Sampling and scoring with one vLLM engine. With `max_lora_rank` the engine serves LoRA
+    adapters on its base model: `adapter=<folder>` makes a call use that policy, `adapter=None`
+    the base itself (the SFT model, the reference), so many policies share one engine start."""
 
-    def sample(self, prompts: list[tuple[int, str]], *, n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int, salt: int = 0) -> list[list[Sample]]:
+    def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None,
+                 max_lora_rank: int | None = None, max_loras: int = 1, tensor_parallel_size: int = 1):
+        self.llm = vllm_engine(model_dir, max_model_len=max_model_len, seed=seed, device=device, cache_dir=cache_dir,
+                               max_lora_rank=max_lora_rank, max_loras=max_loras, tensor_parallel_size=tensor_parallel_size)
+        self._adapter_ids: dict[str, int] = {}
+
+    def lora_request(self, adapter: Path | None):
+        """vLLM's request for an adapter folder (a stable integer id per folder), None for the base."""
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        key = str(Path(adapter).resolve())
+        self._adapter_ids.setdefault(key, len(self._adapter_ids) + 1)
+        return LoRARequest(key, self._adapter_ids[key], key)
+
+    def sample(self, prompts: list[tuple[int, str]], *, n: int, temperature: float, top_p: float, max_new_tokens: int,
+               seed: int, salt: int = 0, adapter: Path | None = None) -> list[list[Sample]]:
         return self.sample_temperatures(prompts, [temperature], n=n, top_p=top_p, max_new_tokens=max_new_tokens,
-                                        seed=seed, salt=salt)[temperature]
+                                        seed=seed, salt=salt, adapter=adapter)[temperature]
 
     def sample_temperatures(self, prompts: list[tuple[int, str]], temperatures: list[float], *, n: int, top_p: float,
-                            max_new_tokens: int, seed: int, salt: int = 0) -> dict[float, list[list[Sample]]]:
+                            max_new_tokens: int, seed: int, salt: int = 0,
+                            adapter: Path | None = None) -> dict[float, list[list[Sample]]]:
         """Every temperature's samples from one `generate` call: the engine decodes them in one
         batch (a quarter less wall time for three temperatures than three calls, with the same
         tokens and log-probs: each request carries its own seed)."""
@@ -96,7 +131,8 @@ class VLLMSampler:
             for temperature in temperatures
             for request_seed_value in seeds
         ]
-        outputs = self.llm.generate([text for _ in temperatures for _, text in prompts], params, use_tqdm=False)
+        outputs = self.llm.generate([text for _ in temperatures for _, text in prompts], params, use_tqdm=False,
+                                    lora_request=self.lora_request(adapter))
         rows = [
             [
                 Sample(pid, i, seed_value, o.text, list(out.prompt_token_ids), list(o.token_ids), str(o.finish_reason),
@@ -119,15 +155,15 @@ class VLLMSampler:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
         self.llm.reset_prefix_cache()  # cached prefixes hold the old weights' keys and values
 
-    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> np.ndarray:
-        """Summed log-probs of each completion given its prompt, under the loaded weights
-        (one prefill per sequence, no padding)."""
+    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], adapter: Path | None = None) -> np.ndarray:
+        """Summed log-probs of each completion given its prompt, under the loaded weights (with
+        `adapter`: under that LoRA policy), one prefill per sequence, no padding."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p + c) for p, c in zip(prompt_ids, completion_ids)],
-                                    params, use_tqdm=False)
+                                    params, use_tqdm=False, lora_request=self.lora_request(adapter))
         return np.array([
             sum(out.prompt_logprobs[i][out.prompt_token_ids[i]].logprob for i in range(len(p), len(p) + len(c)))
             for out, p, c in zip(outputs, prompt_ids, completion_ids)
@@ -156,9 +192,12 @@ def checkpoint_tensors(model_dir: Path):
 
 
 class TransformersSampler:
-    """The fallback: one `generate` call per request so each request's seed alone decides it."""
+    """The fallback: one `generate` call per request so each request's seed alone decides it.
+    LoRA adapters are attached to the base model on first use (PEFT); `adapter=None` runs the
+    base with every adapter switched off."""
 
-    def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None):
+    def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None,
+                 max_lora_rank: int | None = None, max_loras: int = 1, tensor_parallel_size: int = 1):
         import torch
 
         from dpolab.models import load_policy
@@ -166,23 +205,50 @@ class TransformersSampler:
         self.model, self.tokenizer = load_policy(model_dir)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
+        self._adapters: dict[str, str] = {}
 
     def load_weights(self, model_dir: Path) -> None:
         from dpolab.models import load_policy
 
         self.model = load_policy(model_dir)[0].to(self.device).eval()
+        self._adapters = {}
 
-    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> np.ndarray:
+    def _using(self, adapter: Path | None):
+        """A context in which the model is the base (adapter None) or the base with `adapter`."""
+        from contextlib import nullcontext
+
+        if adapter is None:
+            return self.model.disable_adapter() if self._adapters else nullcontext()
+        key = str(Path(adapter).resolve())
+        if key not in self._adapters:
+            from peft import PeftModel
+
+            name = f"policy_{len(self._adapters)}"
+            if not self._adapters:
+                self.model = PeftModel.from_pretrained(self.model, key, adapter_name=name).to(self.device).eval()
+            else:
+                self.model.load_adapter(key, adapter_name=name)
+            self._adapters[key] = name
+        self.model.set_adapter(self._adapters[key])
+        return nullcontext()
+
+    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], adapter: Path | None = None) -> np.ndarray:
         from dpolab.models import completion_logps
 
-        return completion_logps(self.model, prompt_ids, completion_ids)
+        with self._using(adapter):
+            return completion_logps(self.model, prompt_ids, completion_ids)
 
-    def sample_temperatures(self, prompts, temperatures, *, n, top_p, max_new_tokens, seed, salt=0):
+    def sample_temperatures(self, prompts, temperatures, *, n, top_p, max_new_tokens, seed, salt=0, adapter=None):
         return {temperature: self.sample(prompts, n=n, temperature=temperature, top_p=top_p,
-                                         max_new_tokens=max_new_tokens, seed=seed, salt=salt)
+                                         max_new_tokens=max_new_tokens, seed=seed, salt=salt, adapter=adapter)
                 for temperature in temperatures}
 
-    def sample(self, prompts, *, n, temperature, top_p, max_new_tokens, seed, salt=0):
+    def sample(self, prompts, *, n, temperature, top_p, max_new_tokens, seed, salt=0, adapter=None):
+        with self._using(adapter):
+            return self._sample(prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                seed=seed, salt=salt, adapter=adapter)
+
+    def _sample(self, prompts, *, n, temperature, top_p, max_new_tokens, seed, salt, adapter):
         import torch
 
         results = []
@@ -205,13 +271,56 @@ class TransformersSampler:
                 if finish == "stop":
                     completion_ids = completion_ids[: completion_ids.index(self.tokenizer.eos_token_id) + 1]
                 drawn.append((completion_ids, finish))
-            logps = self.score([ids[0].tolist()] * len(drawn), [c for c, _ in drawn])
+            logps = self.score([ids[0].tolist()] * len(drawn), [c for c, _ in drawn], adapter=adapter)
             results.append([
                 Sample(pid, i, request_seed(seed, pid, 0, salt), self.tokenizer.decode(c, skip_special_tokens=True),
                        ids[0].tolist(), c, finish, float(logp))
                 for i, ((c, finish), logp) in enumerate(zip(drawn, logps))
             ])
         return results
+
+
+def policy_samples(sampler, requests: list[tuple[int, str]], temperatures, *, n: int = 1, top_p: float, max_new_tokens: int,
+                   seed: int, adapter: Path | None = None, reference_dir: Path | None = None,
+                   is_reference: bool = False) -> dict[float, list[dict]]:
+    """One policy's samples at every temperature, each with its log-prob under the policy and under
+    the reference, as the records of samples.jsonl. The reference's log-probs come from the same
+    engine: the sampling weights themselves (`is_reference`, the SFT policy: KL exactly zero), the
+    engine's base with the adapter off (`adapter` given, no `reference_dir`: a LoRA policy on the
+    SFT model), or `reference_dir`'s weights swapped in after sampling (a fully trained policy)."""
+    temperatures = [float(t) for t in temperatures]
+    # The same seeds for every policy: policies differ only by their weights.
+    by_temperature = sampler.sample_temperatures(requests, temperatures, n=n, top_p=top_p, max_new_tokens=max_new_tokens,
+                                                 seed=seed, adapter=adapter)
+    everything = [sample for t in temperatures for row in by_temperature[t] for sample in row]
+    if is_reference:
+        reference_logps = [sample.logp for sample in everything]
+    else:
+        if reference_dir is not None:
+            sampler.load_weights(Path(reference_dir))
+        elif adapter is None:
+            raise ValueError("policy_samples: the reference is the policy itself (is_reference), its base (adapter) or reference_dir")
+        reference_logps = sampler.score([s.prompt_token_ids for s in everything], [s.completion_token_ids for s in everything])
+    reference_of = iter(reference_logps)
+    prompt_of = dict(requests)
+    records = {}
+    for t in temperatures:
+        records[t] = []
+        for row in by_temperature[t]:
+            for sample in row:
+                record = {"prompt": prompt_of[sample.prompt_id], "temperature": t, **asdict(sample)}
+                record.update(policy_logps=record.pop("logp"), reference_logps=float(next(reference_of)))
+                records[t].append(record)
+    return records
+
+
+def write_samples(records: list[dict], path: Path | str) -> None:
+    """samples.jsonl: one record per line."""
+    import json
+
+    with open(path, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
 
 
 def make_sampler(engine: str, model_dir: Path, **kwargs):

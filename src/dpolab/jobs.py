@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 
-from dpolab import tracking
+from dpolab import launch, tracking
 from dpolab.config import load_study
 from dpolab.study import Study, parse_policy, thaw
 
@@ -75,38 +75,85 @@ def study_of(snakemake) -> Study:
     return _STUDIES[key]
 
 
-@contextmanager
-def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = None):
-    """Set up a job and open its MLflow child run; yields the run. `tags` adds to the
-    wildcard tags (e.g. the temperatures a generate job covers)."""
+def setup(snakemake) -> None:
+    """The job's log and threads (a job of several training processes: each its share)."""
     redirect_output(snakemake.log[0])
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: no usage reporting
-    set_threads(snakemake.threads)
-    tags = {**grid_tags(snakemake.wildcards), **(tags or {})}
-    suffix = "/".join(f"{k}~{v}" for k, v in dict(snakemake.wildcards).items()) or ""
-    name = f"{snakemake.rule}/{suffix}" if suffix else snakemake.rule
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if launch.in_launched_process() else 1
+    set_threads(max(1, snakemake.threads // local_processes))
+
+
+@contextmanager
+def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = None, *,
+        wildcards: dict | None = None, run_rule: str | None = None, set_up: bool = True):
+    """Set up a job and open its MLflow child run; yields the run. `tags` adds to the
+    wildcard tags (e.g. the temperatures a generate job covers). In a job of several training
+    processes (dpolab.launch) only rank 0 opens the run: the job is logged once; the other
+    ranks yield None. A job that serves several grid points (one vLLM engine for many LoRA
+    policies) opens one run per point, named as the one-point job's would be: `wildcards` and
+    `run_rule` give the point and that job's rule; `set_up=False` after the first."""
+    if set_up:
+        setup(snakemake)
+    if launch.rank() != 0:
+        logging.getLogger("dpolab").info("job %s: rank %d of %d", snakemake.rule, launch.rank(), launch.world_size())
+        yield None
+        return
+    wildcards = dict(snakemake.wildcards) if wildcards is None else wildcards
+    rule = run_rule or snakemake.rule
+    tags = {**grid_tags(wildcards), **(tags or {})}
+    suffix = "/".join(f"{k}~{v}" for k, v in wildcards.items()) or ""
+    name = f"{rule}/{suffix}" if suffix else rule
     tags.update(log_file=snakemake.log[0], benchmark_file=tracking.benchmark_file(snakemake.log[0]))
     study_run_file = snakemake.input.get("study_run") or snakemake.input[0]
     logging.getLogger("dpolab").info("job %s (threads=%s)", name, snakemake.threads)
     job_params = {**(params or {}), "job": {"rule": snakemake.rule, "threads": snakemake.threads},
-                  **({"wildcards": dict(snakemake.wildcards)} if len(snakemake.wildcards) else {})}
+                  **({"wildcards": wildcards} if wildcards else {})}
     with tracking.job_run(
-        study_run_file, rule=snakemake.rule, stage=stage, name=name, tags=tags, params=job_params, config=snakemake.config
+        study_run_file, rule=rule, stage=stage, name=name, tags=tags, params=job_params, config=snakemake.config
     ) as run:
         mlflow.log_dict(job_record(snakemake), "job.json")
         yield run
 
 
+def launched_elsewhere(snakemake) -> bool:
+    """For a training job of a study with several processes per job (distributed:): in the
+    Snakemake job's own process, run the job's script under `accelerate launch` and return True
+    (the processes did the work); in a launched process, or with one process, return False."""
+    study = study_of(snakemake)
+    if not study.distributed.launched or launch.in_launched_process():
+        return False
+    redirect_output(snakemake.log[0])
+    script = getattr(sys.modules["__main__"], "__file__", None)  # Snakemake sets it to the rule's script
+    if not script or not Path(script).is_file():
+        raise RuntimeError(f"rule {snakemake.rule}: distributed training runs a rule's script: file; a run: block "
+                           "cannot be launched in several processes")
+    launch.run_launched(snakemake, script, study.distributed, study.training)
+    return True
+
+
+def training_settings(study: Study, *, with_peft: bool = True) -> dict:
+    """The keyword arguments of every dpolab.train function that say how to train."""
+    return {"training": study.training, **({"peft": study.peft} if with_peft else {})}
+
+
 def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> dict:
     """A training job on the output contract (the dpo rule and the rule variants): its run
-    (stage dpo, with `tags`), `train(**arguments, out_dir=, use_cpu=, mlflow_active=True)`
-    writing model/ and train_log.json, then the final loss and the model folder logged."""
-    with job(snakemake, "dpo", params=params):
-        mlflow.set_tags(tags)
-        result = train(**arguments, out_dir=Path(snakemake.output.model).parent,
-                       use_cpu=study_of(snakemake).device == "cpu", mlflow_active=True)
-        mlflow.log_metrics({"final_train_loss": result["train_loss"]})
-        tracking.log_model_dir(Path(snakemake.output.model), snakemake.config)
+    (stage dpo, with `tags`), `train(**arguments, out_dir=, use_cpu=, mlflow_active=True,
+    training=, peft=)` writing model/ (a LoRA adapter with peft:) and train_log.json, then the
+    final loss and the model folder logged. With several processes per job, see launched_elsewhere."""
+    if launched_elsewhere(snakemake):
+        return {}
+    study = study_of(snakemake)
+    settings = {"training": study.section("training"), "peft": study.section("peft"),
+                "distributed": study.section("distributed")}
+    with job(snakemake, "dpo", params={**params, **settings}) as run:
+        if run is not None:  # rank 0
+            mlflow.set_tags({**tags, "policy_format": "lora_adapter" if study.peft else "full"})
+        result = train(**arguments, out_dir=Path(snakemake.output.model).parent, use_cpu=study.device == "cpu",
+                       mlflow_active=True, **training_settings(study))
+        if run is not None:
+            mlflow.log_metrics({"final_train_loss": result["train_loss"]})
+            tracking.log_model_dir(Path(snakemake.output.model), snakemake.config)
     return result
 
 

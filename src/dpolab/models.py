@@ -84,8 +84,31 @@ def prepare_base_model(model_cfg: dict, out_dir: Path) -> dict:
     return card
 
 
-def load_policy(model_dir: Path, trust_remote_code: bool = False):
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter(model_dir: Path | str) -> bool:
+    """Whether a policy folder holds a LoRA adapter (PEFT's adapter_config.json) rather than full weights."""
+    return (Path(model_dir) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_rank(model_dir: Path | str) -> int:
+    return int(json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["r"])
+
+
+def load_policy(model_dir: Path, trust_remote_code: bool = False, *, dtype: str = "float32",
+                quantization_config=None, base_dir: Path | None = None):
+    """A policy and its tokenizer. A LoRA adapter folder is loaded on its base: `base_dir` (the
+    study's SFT model, which the workflow knows) or the base path the adapter recorded."""
+    if is_adapter(model_dir):
+        from peft import PeftModel
+
+        base = base_dir or json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+        model, _ = load_policy(base, trust_remote_code, dtype=dtype, quantization_config=quantization_config)
+        model = PeftModel.from_pretrained(model, str(model_dir))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
+                                                     quantization_config=quantization_config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

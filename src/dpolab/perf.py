@@ -46,14 +46,19 @@ def matmul_peak_gflops(threads: int | None = None, *, size: int = 2048, seconds:
 
 def model_flops_per_token(model, sequence_length: float) -> float:
     """Training FLOPs per token: 6 N + 12 L d T (N: parameters, shared ones counted once; the
-    input embedding is a lookup, but a tied one is also the LM head's matmul, so it stays in)."""
+    input embedding is a lookup, but a tied one is also the LM head's matmul, so it stays in).
+    With frozen weights (a LoRA adapter on a frozen base) the backward pass computes weight
+    gradients for the trainable ones only: 4 N + 2 N_trainable + 12 L d T."""
     config = model.config.get_text_config()
     parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     embeddings = model.get_input_embeddings()
     tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is embeddings.weight
     if not tied:
         parameters -= embeddings.weight.numel()
-    return 6.0 * parameters + 12.0 * config.num_hidden_layers * config.hidden_size * sequence_length
+        if embeddings.weight.requires_grad:
+            trainable -= embeddings.weight.numel()
+    return 4.0 * parameters + 2.0 * min(trainable, parameters) + 12.0 * config.num_hidden_layers * config.hidden_size * sequence_length
 
 
 def trained_tokens(inputs: dict) -> tuple[int, int]:
@@ -111,6 +116,13 @@ def attach_throughput(trainer, *, threads: int | None = None) -> Throughput:
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             meter.seconds = time.perf_counter() - meter._start
+            processes = trainer.accelerator.num_processes
+            if processes > 1:  # the job's tokens and peak: every process's, summed (a collective: all ranks are here)
+                import torch
+
+                counts = torch.tensor([meter.tokens, meter.sequences], dtype=torch.long, device=trainer.accelerator.device)
+                meter.tokens, meter.sequences = (int(x) for x in trainer.accelerator.reduce(counts, reduction="sum"))
+                meter.peak_gflops *= processes
             length = meter.tokens / meter.sequences if meter.sequences else 0.0
             meter.flops_per_token = model_flops_per_token(model or trainer.model, length)
             figures = meter.report()

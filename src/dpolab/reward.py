@@ -111,7 +111,7 @@ def held_out_metrics(model_dir: Path, pairs: pd.DataFrame, max_length: int) -> d
 
 
 def train_reward_model(base_dir: Path, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame, cfg: RewardModelSettings,
-                       out_dir: Path, *, use_cpu: bool, mlflow_active: bool) -> dict:
+                       out_dir: Path, *, use_cpu: bool, mlflow_active: bool, training=None) -> dict:
     """Train a reward model on `train_pairs` with TRL's RewardTrainer (Bradley-Terry loss
     -log sigmoid(r_chosen - r_rejected)), save it to out_dir/model (safetensors, config,
     tokenizer, training_args.json) with out_dir/train_log.json, measure it on `eval_pairs`
@@ -126,12 +126,16 @@ def train_reward_model(base_dir: Path, train_pairs: pd.DataFrame, eval_pairs: pd
             f"reward model train pairs: all {len(train_pairs)} have identical chosen and rejected tokens after "
             f"truncation to reward_model.max_length={cfg.max_length}; raise max_length"
         )
-    args = RewardConfig(**_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active))
+    args = RewardConfig(**_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active,
+                                        training=training))
     trainer = RewardTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
     if len(trainer.train_dataset) != len(train_dataset):  # TRL's length filter: nothing is over max_length here
         raise RuntimeError("RewardTrainer dropped pairs over max_length that the truncation should have kept")
     trained = finish_training(trainer, tokenizer, trainer.train(), out_dir)
+    main_process = trainer.accelerator.is_main_process
     del trainer, model
+    if not main_process:  # another training process of a launched job: rank 0 measures and writes
+        return {"train_loss": float(trained["train_loss"]), "steps": int(trained["steps"])}
     eval_counts = tokenized_pairs(eval_pairs, tokenizer, cfg.max_length)[1]
     metrics = {
         **held_out_metrics(out_dir / "model", eval_pairs, cfg.max_length),

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from dpolab.settings import (DataConfig, DPOSettings, EvaluationSettings, GenerationSettings, JudgeConfig, MlflowSettings,
-                             PairsSettings, RewardModelSettings, SFTDataSettings, SFTSettings)
+from dpolab.settings import (DataConfig, DistributedSettings, DPOSettings, EvaluationSettings, GenerationSettings,
+                             JudgeConfig, MlflowSettings, PairsSettings, PeftSettings, RewardModelSettings,
+                             SFTDataSettings, SFTSettings, TrainingSettings)
 
 STARTS_FROM = ("sft", "base")
 
@@ -119,6 +120,9 @@ class Study:
     generation: GenerationSettings = field(metadata={"help": "how policies answer the test prompts (generation:)"})
     evaluation: EvaluationSettings = field(metadata={"help": "intervals and the LC win rate (evaluation:)"})
     mlflow: MlflowSettings = field(metadata={"help": "where the runs go (mlflow:)"})
+    training: TrainingSettings = field(metadata={"help": "how training jobs run: precision, load dtype, recomputation (training:)"})
+    distributed: DistributedSettings = field(metadata={"help": "processes per training job, GPUs per vLLM engine (distributed:)"})
+    peft: PeftSettings | None = field(default=None, metadata={"help": "LoRA adapters (peft:); None: full fine-tuning"})
 
     def __post_init__(self):
         unknown = [v for v in self.grid_variants if v not in self.variants]

@@ -14,25 +14,43 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from dpolab import losses
 from dpolab.models import load_policy
-from dpolab.settings import DPOSettings, SFTSettings, TrainSettings  # noqa: F401 (the training settings, re-exported)
+from dpolab.settings import DPOSettings, PeftSettings, SFTSettings, TrainingSettings, TrainSettings  # noqa: F401 (re-exported)
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
-CPU_SAFE = dict(
-    bf16=False,  # TRL defaults to bf16 and gradient checkpointing; both fail or crawl on a CPU
-    gradient_checkpointing=False,
+TRAINER_DEFAULTS = dict(  # no checkpoints mid-run (the job's outputs are the contract), no progress bars in logs
     dataloader_num_workers=0,
     save_strategy="no",
     disable_tqdm=True,
 )
 
 
-def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_active: bool) -> dict:
-    """TrainingArguments shared by the SFT and DPO configs."""
+def default_training(use_cpu: bool, peft: PeftSettings | None = None) -> TrainingSettings:
+    """The training settings a study leaves at their defaults: fp32 on the CPU, bf16 on a GPU.
+    (TRL's own defaults, bf16 with gradient checkpointing, fail or crawl on a CPU.)"""
+    return TrainingSettings(device="cpu" if use_cpu else "cuda", lora=peft is not None)
+
+
+def world_size() -> int:
+    """Training processes of this job (accelerate launch sets WORLD_SIZE; 1 otherwise)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_active: bool,
+                  training: TrainingSettings | None = None) -> dict:
+    """TrainingArguments shared by every trainer: the section's batch (split over the job's
+    processes), steps and schedule, and the precision settings."""
+    training = training or default_training(use_cpu)
+    processes = world_size()
+    if cfg.batch_size % processes:
+        raise ValueError(f"{cfg.section}.batch_size: {cfg.batch_size} does not split over {processes} training processes")
     return dict(
         output_dir=str(out_dir / "trainer"),
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.batch_size // processes,
+        gradient_accumulation_steps=getattr(cfg, "gradient_accumulation_steps", 1),
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_steps,
         max_length=cfg.max_length,
@@ -40,14 +58,34 @@ def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool
         seed=seed,
         use_cpu=use_cpu,
         report_to=["mlflow"] if mlflow_active else [],
-        **CPU_SAFE,
+        # Under DDP every parameter takes part in every step: no search for unused ones.
+        ddp_find_unused_parameters=False,
+        **training.trainer_args,
+        **TRAINER_DEFAULTS,
     )
 
 
+def load_trainable(model_dir: Path, training: TrainingSettings, peft: PeftSettings | None = None):
+    """The model a training job starts from, in the settings' dtype (4-bit NF4 for QLoRA)."""
+    import torch
+
+    quantization = None
+    if peft is not None and peft.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=getattr(torch, training.torch_dtype))
+    return load_policy(model_dir, dtype=training.torch_dtype, quantization_config=quantization)
+
+
 def save_model(trainer, tokenizer, model_dir: Path) -> None:
-    """Weights as safetensors with config and tokenizer; the trainer's `training_args.bin`
-    (a pickle of TrainingArguments) is replaced by its JSON form: no pickle leaves a job."""
+    """Weights as safetensors with config and tokenizer (a LoRA policy: its adapter, MBs); the
+    trainer's `training_args.bin` (a pickle of TrainingArguments) is replaced by its JSON form: no
+    pickle leaves a job. Every process takes part in the save (a sharded model is gathered);
+    rank 0 writes."""
     trainer.save_model(str(model_dir))
+    if not trainer.accelerator.is_main_process:
+        return
     tokenizer.save_pretrained(model_dir)
     (model_dir / "training_args.bin").unlink(missing_ok=True)
     (model_dir / "training_args.json").write_text(trainer.args.to_json_string())
@@ -65,28 +103,58 @@ def finish_training(trainer, tokenizer, result, out_dir: Path) -> dict:
     """The output contract of every training job: model/ (safetensors, config, tokenizer,
     training_args.json) and train_log.json (the trainer's log history) in out_dir."""
     save_model(trainer, tokenizer, out_dir / "model")
-    (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    if trainer.accelerator.is_main_process:
+        (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
     return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
 
 
 def run_sft(base_dir: Path, sft_texts: Path | pd.DataFrame, cfg: SFTSettings, out_dir: Path, *, use_cpu: bool,
-            mlflow_active: bool) -> dict:
+            mlflow_active: bool, training: TrainingSettings | None = None, peft: PeftSettings | None = None) -> dict:
     """Supervised fine-tuning: on `text` (plain language modelling, the study's SFT), or on
-    `prompt` + `completion` columns (loss on the completion only, TRL's default for them)."""
-    model, tokenizer = load_policy(base_dir)
+    `prompt` + `completion` columns (loss on the completion only, TRL's default for them).
+
+    With `peft.sft: lora` SFT trains a LoRA adapter (saved in out_dir/adapter) and model/ holds
+    it merged into the base: the reference and the start of every preference adapter."""
+    lora = peft if peft is not None and peft.sft == "lora" else None
+    training = training or default_training(use_cpu, lora)
+    model, tokenizer = load_trainable(base_dir, training, lora)
     frame = sft_texts if isinstance(sft_texts, pd.DataFrame) else pd.read_parquet(sft_texts)
     columns = ["text"] if "text" in frame else ["prompt", "completion"]
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
-    arguments = _trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active)
+    arguments = _trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training)
+    peft_config = lora.lora_config() if lora else None
     # Padding-free: each batch's examples flattened into one row (position ids restart per
     # example, so attention stays within an example; the same losses as padded batches). TRL
     # does not truncate in this mode, so it is used when no example needs truncating.
     trainer = SFTTrainer(model=model, args=SFTConfig(**{**arguments, "max_length": None}, packing=False, padding_free=True),
-                         train_dataset=dataset, processing_class=tokenizer)
+                         train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     if max(len(ids) for ids in trainer.train_dataset["input_ids"]) > cfg.max_length:
+        if lora:  # start again from the plain model: the first trainer wrapped it in the adapter
+            model, tokenizer = load_trainable(base_dir, training, lora)
         trainer = SFTTrainer(model=model, args=SFTConfig(**arguments, packing=False), train_dataset=dataset,
-                             processing_class=tokenizer)
-    return train_and_save(trainer, tokenizer, out_dir)
+                             processing_class=tokenizer, peft_config=peft_config)
+    if not lora:
+        return train_and_save(trainer, tokenizer, out_dir)
+    from dpolab.perf import attach_throughput
+
+    attach_throughput(trainer)
+    result = trainer.train()
+    save_model(trainer, tokenizer, out_dir / "adapter")
+    if trainer.accelerator.is_main_process:
+        merge_adapter(base_dir, out_dir / "adapter", out_dir / "model", dtype=training.torch_dtype)
+        (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+    return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
+
+
+def merge_adapter(base_dir: Path, adapter_dir: Path, model_dir: Path, *, dtype: str = "float32") -> None:
+    """base + adapter, merged into plain weights (a transformers folder every stage reads). The
+    base is loaded again unquantised, so a QLoRA adapter merges into 16-bit weights, not 4-bit ones."""
+    from peft import PeftModel
+
+    base, tokenizer = load_policy(base_dir, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
 
 
 def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) -> Dataset:
@@ -99,20 +167,24 @@ def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) ->
     return Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
-def dpo_args(cfg: DPOSettings, out_dir: Path, *, beta: float, seed: int, use_cpu: bool, mlflow_active: bool) -> DPOConfig:
+def dpo_args(cfg: DPOSettings, out_dir: Path, *, beta: float, seed: int, use_cpu: bool, mlflow_active: bool,
+             training: TrainingSettings | None = None) -> DPOConfig:
     return DPOConfig(
-        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active),
+        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training),
         beta=beta,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         precompute_ref_log_probs=True,
     )
 
 
-def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, out_dir: Path, *, use_cpu: bool) -> pd.DataFrame:
+def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, out_dir: Path, *, use_cpu: bool,
+                            training: TrainingSettings | None = None) -> pd.DataFrame:
     """Reference log-probs for every pair, by TRL's own precompute (same tokenisation and
-    truncation as the DPO jobs), computed once and saved as parquet."""
-    model, tokenizer = load_policy(sft_dir)
-    args = dpo_args(cfg, out_dir, beta=0.1, seed=0, use_cpu=use_cpu, mlflow_active=False)
+    truncation as the DPO jobs), computed once and saved as parquet. The SFT model is loaded as
+    the policies load it and run under the same autocast, so at step 0 a policy's log-probs equal
+    these (the DPO loss starts at log 2)."""
+    training = training or default_training(use_cpu)
+    model, tokenizer = load_policy(sft_dir, dtype=training.torch_dtype)
+    args = dpo_args(cfg, out_dir, beta=0.1, seed=0, use_cpu=use_cpu, mlflow_active=False, training=training)
     args.precompute_ref_batch_size = max(cfg.batch_size, 16)
     trainer = ReferenceDPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
     data = trainer.train_dataset
@@ -203,10 +275,12 @@ class ReferenceDPOTrainer(DPOTrainer):
     log-probs formed by `grouped_completion_logps` (no padding waste) where the head allows."""
 
     def compute_ref_log_probs(self, model, inputs):
-        if self.ld_alpha is not None or not plain_head(model):
-            return super().compute_ref_log_probs(model, inputs)
-        with torch.no_grad():
-            logps = grouped_completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        # under the training precision's autocast, as the policies' forward passes run
+        with self.accelerator.autocast():
+            if self.ld_alpha is not None or not plain_head(model):
+                return super().compute_ref_log_probs(model, inputs)
+            with torch.no_grad():
+                logps = grouped_completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
         return logps.chunk(2, dim=0)
 
 
@@ -307,15 +381,20 @@ def run_dpo(
     out_dir: Path,
     use_cpu: bool,
     mlflow_active: bool,
+    training: TrainingSettings | None = None,
+    peft: PeftSettings | None = None,
 ) -> dict:
-    """One grid point: train the SFT policy on the pairs with the registry loss."""
+    """One grid point: train the SFT policy on the pairs with the registry loss (with `peft`, a
+    LoRA adapter on the SFT model; the reference log-probs are still the SFT model's, read from
+    the dataset, never the adapter switched off)."""
     if reference_meta.get("max_length") != cfg.max_length:
         raise ValueError(
             f"dpo.max_length={cfg.max_length} differs from the reference log-probs' max_length="
             f"{reference_meta.get('max_length')}: rerun the reference rule"
         )
-    model, tokenizer = load_policy(sft_dir)
-    args = dpo_args(cfg, out_dir, beta=beta, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active)
+    training = training or default_training(use_cpu, peft)
+    model, tokenizer = load_trainable(sft_dir, training, peft)
+    args = dpo_args(cfg, out_dir, beta=beta, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training)
     trainer = RegistryDPOTrainer(
         model=model,
         args=args,
@@ -323,12 +402,14 @@ def run_dpo(
         processing_class=tokenizer,
         loss_name=loss_name,
         loss_params=loss_params,
+        peft_config=peft.lora_config() if peft else None,
     )
     return train_and_save(trainer, tokenizer, out_dir)
 
 
 def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: float, desirable_weight: float,
-            undesirable_weight: float, seed: int, out_dir: Path, use_cpu: bool, mlflow_active: bool) -> dict:
+            undesirable_weight: float, seed: int, out_dir: Path, use_cpu: bool, mlflow_active: bool,
+            training: TrainingSettings | None = None, peft: PeftSettings | None = None) -> dict:
     """KTO on unpaired (prompt, completion, label) examples with TRL's KTOTrainer. The
     reference is the starting model: TRL computes its log-probs once before training
     (precompute_ref_log_probs), including those of the mismatched completions of the KL term."""
@@ -338,23 +419,25 @@ def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: 
 
     if cfg.batch_size < 2:
         raise ValueError("KTO estimates its KL term from mismatched completions within a batch: dpo.batch_size must be >= 2")
-    model, tokenizer = load_policy(start_dir)
+    training = training or default_training(use_cpu, peft)
+    model, tokenizer = load_trainable(start_dir, training, peft)
     args = KTOConfig(
-        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active),
+        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training),
         beta=beta,
         desirable_weight=desirable_weight,
         undesirable_weight=undesirable_weight,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        precompute_ref_log_probs=True,  # no second model in memory during training
+        precompute_ref_log_probs=True,  # no second model in memory during training (with LoRA: once, adapter off)
     )
     examples = training_order(examples[["prompt", "completion", "label"]], seed)
     dataset = Dataset.from_pandas(examples, preserve_index=False)
-    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft.lora_config() if peft else None)
     return train_and_save(trainer, tokenizer, out_dir)
 
 
 def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: float, seed: int, out_dir: Path,
-             use_cpu: bool, mlflow_active: bool) -> dict:
+             use_cpu: bool, mlflow_active: bool, training: TrainingSettings | None = None,
+             peft: PeftSettings | None = None) -> dict:
     """ORPO with TRL's ORPOTrainer (trl.experimental): NLL of the chosen response minus
     beta * log sigmoid(log odds(chosen) - log odds(rejected)), odds from length-averaged
     log-probs as in the paper; no reference model."""
@@ -363,12 +446,13 @@ def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: fl
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental by TRL's label, pinned here
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    model, tokenizer = load_policy(start_dir)
+    training = training or default_training(use_cpu, peft)
+    model, tokenizer = load_trainable(start_dir, training, peft)
     args = ORPOConfig(
-        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active),
+        **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training),
         beta=beta,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         remove_unused_columns=False,  # its collator needs the tokenised columns
     )
-    trainer = ORPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
+                          peft_config=peft.lora_config() if peft else None)
     return train_and_save(trainer, tokenizer, out_dir)

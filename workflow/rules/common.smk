@@ -6,7 +6,7 @@ from pathlib import Path
 from dpolab.config import check_duplicate_keys, load_study
 from dpolab.errors import ConfigError
 from dpolab.resources import job_resources, model_params
-from dpolab.study import format_value
+from dpolab.study import format_value, parse_policy
 
 try:
     # One check of the config, before any job and on dry runs too: schema (with its defaults),
@@ -149,6 +149,45 @@ def policy_model_dir(wildcards):
     if wildcards.policy == "sft":
         return SFT_MODEL
     return f"{STUDY}/dpo/{wildcards.policy}/model"
+
+
+def policy_start_model(wildcards):
+    """The model a policy's training started from (its adapter's base under peft:)."""
+    if wildcards.policy == "sft":
+        return SFT_MODEL
+    point = study.point(**parse_policy(wildcards.policy))
+    return SFT_MODEL if point.starts_from == "sft" else f"{STUDY}/base/model"
+
+
+# ---- generation: one vLLM engine per policy, or per batch of LoRA policies on the SFT model --------
+SHARED_ENGINE = study.peft is not None and study.generation.engine == "vllm"
+ADAPTER_POLICIES = [p.path for p in study.points if SHARED_ENGINE and p.starts_from == "sft"] if SHARED_ENGINE else []
+_per_engine = study.generation.adapters_per_engine
+ADAPTER_BATCHES = [ADAPTER_POLICIES[i:i + _per_engine] for i in range(0, len(ADAPTER_POLICIES), _per_engine)]
+OWN_ENGINE_POLICIES = [p for p in POLICIES if p not in ADAPTER_POLICIES]
+
+
+def shared_engine_resources(policies):
+    """A shared-engine generate job: one engine's memory, every policy's sampling time."""
+    resources = resources_for("generate")
+    startup = 10  # minutes of the one engine start the batch shares
+    return {**resources, "runtime": startup + policies * max(1, resources["runtime"] - startup)}
+
+
+# ---- training jobs of several processes (distributed:): the launch a dry run shows ----------------
+def launch_message(rule_name):
+    """None (Snakemake's own job description) for one process per job; with several, the job's
+    GPUs, nodes and the `accelerate launch` command its script runs (dpolab.launch)."""
+    if not study.distributed.launched:
+        return None
+    from dpolab.launch import launch_command
+
+    resources = resources_for(rule_name if rule_name in ("sft", "reward_model") else "dpo")
+    gpus = f"{resources['gpu']} GPU(s) per node x {resources.get('nodes', 1)} node(s)" if "gpu" in resources else \
+        f"{study.distributed.processes} CPU processes"
+    command = launch_command(study.distributed, study.training, "{log}.job.json", relative_to=Path(workflow.basedir))
+    return (f"rule {rule_name} ({{wildcards}}): {gpus}, mem_mb={resources['mem_mb']}, runtime={resources['runtime']} min\n"
+            f"    launch: {command}")
 
 
 def judge_inputs(wildcards=None):

@@ -16,6 +16,8 @@ rule dpo:
         policy_benchmark("dpo")
     wildcard_constraints:
         variant=variants_of("dpo"),
+    message:
+        launch_message("dpo")
     threads: heavy_threads()
     # Training before generation: a policy's samples wait for its training, so a free core
     # starts the next policy rather than the samples of one already trained.

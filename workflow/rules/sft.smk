@@ -24,10 +24,14 @@ if not study.sft_skipped:
         output:
             model=directory(f"{STUDY}/sft/model"),
             train_log=f"{STUDY}/sft/train_log.json",
+            # peft.sft: lora: the adapter SFT trained, merged into model/
+            **({"adapter": directory(f"{STUDY}/sft/adapter")} if study.peft and study.peft.sft == "lora" else {}),
         log:
             f"{STUDY}/logs/sft.log",
         benchmark:
             f"{STUDY}/benchmarks/sft.tsv"
+        message:
+            launch_message("sft")
         threads: stage_threads()
         resources:
             **resources_for("sft"),

@@ -12,7 +12,7 @@ with jobs.job(snakemake, "reference", params={"dpo.max_length": cfg.max_length})
     pairs = pd.read_parquet(snakemake.input.pairs)
     reference = compute_reference_logps(
         Path(snakemake.input.sft), pairs, cfg, Path(snakemake.output.logps).parent,
-        use_cpu=study.device == "cpu",
+        use_cpu=study.device == "cpu", **jobs.training_settings(study, with_peft=False),
     )
     mlflow.log_metrics({
         "pairs": len(reference),

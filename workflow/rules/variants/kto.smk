@@ -50,6 +50,8 @@ rule kto:
         policy_benchmark("kto")
     wildcard_constraints:
         variant=variants_of("kto"),
+    message:
+        launch_message("kto")
     threads: heavy_threads()
     # Training before generation: a policy's samples wait for its training, so a free core
     # starts the next policy rather than the samples of one already trained.

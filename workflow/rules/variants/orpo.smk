@@ -16,6 +16,8 @@ rule orpo:
         policy_benchmark("orpo")
     wildcard_constraints:
         variant=variants_of("orpo"),
+    message:
+        launch_message("orpo")
     threads: heavy_threads()
     # Training before generation: a policy's samples wait for its training, so a free core
     # starts the next policy rather than the samples of one already trained.
