@@ -57,8 +57,13 @@ smoke: env
 	$(BIN)/python -m dpolab.config configs/smoke.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml
 
+# The jobs a study would run, then their GPUs, nodes, memory and hours (dpolab.plan); with
+# PROFILE=profiles/slurm as a cluster would be asked for them.
 dry-run: check-config
-	$(BIN)/snakemake -n --configfile $(CONFIG)
+	@mkdir -p results
+	set -o pipefail; $(BIN)/snakemake -n --configfile $(CONFIG) $(if $(PROFILE),--profile $(PROFILE)) 2>&1 \
+		| tee results/.dry-run-$(STUDY).txt
+	$(BIN)/python -m dpolab.plan $(CONFIG) results/.dry-run-$(STUDY).txt
 
 test: env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -314,3 +314,21 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
                            lost, time.monotonic() - started, slurm_wall_s)
     finally:
         server.stop()
+
+
+def copy_study(work: Path, dest: Path) -> Path:
+    """A copy of a finished smoke study's work folder (workflow, configs and results, times kept, so
+    Snakemake sees the copied outputs as up to date) with its own MLflow store: the sqlite file's
+    experiment and study_run.json point at the copy, so nothing written there reaches `work`."""
+    import sqlite3
+
+    shutil.copytree(work, dest, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    study = dest / "results" / "smoke"
+    run_file = study / "mlflow" / "study_run.json"
+    info = json.loads(run_file.read_text())
+    info["tracking_uri"] = f"sqlite:///{study / 'mlflow.db'}"
+    run_file.write_text(json.dumps(info, indent=2))
+    with sqlite3.connect(study / "mlflow.db") as db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (str(work), str(dest)))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (str(work), str(dest)))
+    return dest

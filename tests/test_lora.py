@@ -158,3 +158,13 @@ def test_possible_settings_are_accepted():
                    "distributed": {"strategy": "deepspeed_zero3", "gpus_per_job": 4, "nodes": 2},
                    **{section: {"batch_size": 16} for section in ("sft", "dpo")}})
     assert qlora.distributed.processes == 8 and qlora.training.precision == "bf16"
+
+
+def test_bf16_is_refused_on_gpus_without_it():
+    from dpolab.checks import check_gpu_precision
+
+    with pytest.raises(ConfigError, match="training.precision: bf16 .*Tesla V100 \\(7\\)"):
+        check_gpu_precision("bf16", [("Tesla V100-SXM2-32GB", 7.0)])
+    check_gpu_precision("bf16", [("NVIDIA H100 80GB HBM3", 9.0)])
+    check_gpu_precision("fp16", [("Tesla V100-SXM2-32GB", 7.0)])
+    check_gpu_precision("bf16", [])  # no GPU on this machine (a login node): the job checks on its node

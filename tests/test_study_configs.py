@@ -9,6 +9,7 @@ placeholder MLflow server is replaced by the default sqlite store; HF_HUB_CACHE 
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -184,8 +185,65 @@ def test_dry_run_under_the_slurm_profile(name, work, fake_api, offline_env):
     # the reward model judge survived the judges override (merged, not replaced)
     assert counts.get("reward_model", 0) == (1 if expected.reward_model else 0), counts
     assert counts["dpo"] == len(study.points) and {p.rule for p in study.points} == {"dpo"}
-    assert counts["generate"] == counts["evaluate"] == len(study.policies)  # the grid and the SFT (or base) model
+    # the grid and the SFT (or base) model; LoRA policies on the SFT model share engines
+    shared = {rule: n for rule, n in counts.items() if rule.startswith("generate_adapters_")}
+    assert counts["generate"] == len(study.policies) - sum(len(batch) for batch in study.adapter_batches)
+    assert len(shared) == len(study.adapter_batches) and set(shared.values()) <= {1}
+    assert counts["evaluate"] == len(study.policies)
     assert counts["pairwise_judge"] == len(study.pairwise_judges) == 1
+
+
+def dry_run_jobs(output: str) -> list[str]:
+    """The job blocks a dry run prints (Snakemake's own description, or a rule's message)."""
+    return [block for block in output.split("\n\n") if "rule " in block and ("resources:" in block or "launch:" in block)]
+
+
+@pytest.mark.parametrize("distributed, gpus, nodes, processes", [
+    (None, 4, 1, 4),  # the config's own: LoRA over 4 GPUs of a node (DDP)
+    ("{strategy: deepspeed_zero3, gpus_per_job: 8, nodes: 2}", 8, 2, 16),  # the model card's full fine-tuning
+])
+def test_gpu_study_prints_its_gpus_nodes_and_launch_commands(distributed, gpus, nodes, processes, work, fake_api,
+                                                            offline_env, tmp_path):
+    """The Zephyr LoRA study under the SLURM profile: every training job's GPUs, nodes and the
+    `accelerate launch` it runs; the shared-engine generate job; then `dpolab.plan`'s table."""
+    name = "ultrafeedback-zephyr"
+    judges = json.dumps(judge_overrides(name, fake_api.base_url))
+    extra = [f"distributed={distributed}", "dpo={batch_size: 32, gradient_accumulation_steps: 1}", "peft=null"] if distributed else []
+    done = subprocess.run(
+        [SNAKEMAKE, "-n", "--profile", "profiles/slurm", "--configfile", f"configs/studies/{name}.yaml",
+         "--config", NO_SERVER, f"judges={judges}", *extra],
+        cwd=work, env=offline_env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    training = [block for block in dry_run_jobs(output) if "rule dpo (" in block]
+    assert len(training) == 3  # dpo at two betas and SimPO
+    for block in training:
+        assert f"{gpus} GPU(s) per node x {nodes} node(s)" in block, block
+        launch = block.split("launch: ", 1)[1]
+        assert f"--num_processes {processes} --num_machines {nodes} --mixed_precision bf16" in launch, launch
+        strategy = "ddp" if distributed is None else "deepspeed_zero3"
+        assert f"envs/accelerate/{strategy}.yaml --num_processes" in launch and "-m dpolab.launch" in launch
+        if nodes > 1:  # one launcher per node, the node's rank from SLURM
+            assert launch.startswith(f"srun --nodes {nodes} --ntasks-per-node 1 bash -c") and "$SLURM_NODEID" in launch
+    generation = [block for block in dry_run_jobs(output) if "rule generate" in block]
+    if distributed is None:  # the 3 LoRA policies in one engine (adapters_per_engine 4); the base model on its own
+        assert sum("rule generate_adapters_0:" in block for block in generation) == 1
+        assert sum("rule generate:" in block for block in generation) == 1
+    for block in generation:
+        assert re.search(r"\bgpu=1\b", block), block
+    if distributed is not None:
+        return
+    (tmp_path / "dry_run.txt").write_text(output)  # `make dry-run`'s plan of the same jobs
+    plan = subprocess.run([sys.executable, "-m", "dpolab.plan", f"configs/studies/{name}.yaml", str(tmp_path / "dry_run.txt")],
+                          cwd=work, env=offline_env, capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    rows = {line.split()[0]: line.split() for line in plan.stdout.splitlines()[3:]
+            if line.split() and line.split()[0] not in ("total", "largest") and not line.startswith("-")}
+    assert rows["dpo"][1] == "3" and rows["dpo"][2] == "4"  # 3 jobs of 4 GPUs
+    assert rows["generate_adapters_0"][1] == "1"
+    (total,) = [line.split() for line in plan.stdout.splitlines() if line.startswith("total ")]
+    assert float(total[-1]) == pytest.approx(sum(float(row[-1]) for row in rows.values()), abs=0.2)  # GPU-hours
+    assert float(rows["dpo"][-1]) > 0
 
 
 def test_the_offline_example_dry_runs_and_names_its_local_judge_server(work, offline_env):

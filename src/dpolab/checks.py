@@ -27,7 +27,38 @@ def check_environment(study: Study, workdir: Path) -> None:
     check_judge_paths(study.config["judges"])
     check_http_judges(study.config["judges"])
     check_unpaired_files(study)
+    check_gpu_precision(study.training.precision if study.device == "cuda" else None)
     check_tracking_uri(tracking_uri(study.config, Path(workdir) / study.results_dir))
+
+
+def visible_gpus() -> list[tuple[str, float]]:
+    """(name, compute capability) of this machine's NVIDIA GPUs, from nvidia-smi (no torch import);
+    empty where there is none (a login node) or nvidia-smi cannot tell."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return [(name.strip(), float(cap)) for name, cap in (line.rsplit(",", 1) for line in out.strip().splitlines())]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+
+
+# bf16 arithmetic needs compute capability 8.0 (Ampere: A100, A10, RTX 30xx) or newer
+BF16_COMPUTE_CAPABILITY = 8.0
+
+
+def check_gpu_precision(precision: str | None, gpus: list[tuple[str, float]] | None = None) -> None:
+    """bf16 training refused where the GPUs this machine shows cannot do it (a cluster's nodes are
+    checked again by each training job itself)."""
+    gpus = visible_gpus() if gpus is None and precision == "bf16" else (gpus or [])
+    if precision == "bf16" and gpus and all(cap < BF16_COMPUTE_CAPABILITY for _, cap in gpus):
+        names = ", ".join(f"{name} ({cap:g})" for name, cap in gpus)
+        raise ConfigError(f"training.precision: bf16 needs GPUs of compute capability {BF16_COMPUTE_CAPABILITY:g} or newer; "
+                          f"this machine has {names}: set training.precision: fp16 (or fp32)")
 
 
 def check_model(model) -> None:

@@ -341,7 +341,8 @@ def check_parallel_training(config: dict, settings: dict) -> None:
     """Batches that split evenly over the training processes; QLoRA where it can run."""
     distributed, peft = settings["distributed"], settings["peft"]
     sections = ["dpo"] + (["sft"] if config["sft"].get("data") != "none" else [])
-    sections += ["reward_model"] if config["data"]["source"] == "preferences" else []
+    trains_reward_model = any(j["kind"] == "reward_model" and j.get("source") == "study" for j in config["judges"].values())
+    sections += ["reward_model"] if trains_reward_model else []
     for section in sections:  # the training stages the study has
         distributed.per_device_batch(config[section]["batch_size"], f"{section}.batch_size")
     for name, spec in config["variants"].items():

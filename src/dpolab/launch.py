@@ -54,7 +54,7 @@ def launch_command(distributed: DistributedSettings, training: TrainingSettings,
                    *, relative_to: Path | None = None) -> str:
     """The shell command that runs one training job in `distributed.processes` processes."""
     config = accelerate_config(distributed.strategy)
-    if relative_to is not None:  # printed in dry runs: the path as the user sees it in the repository
+    if relative_to is not None and config.is_relative_to(relative_to):  # dry runs: as the user sees it in the repository
         config = config.relative_to(relative_to)
     accelerate = [
         "accelerate", "launch",
@@ -66,7 +66,7 @@ def launch_command(distributed: DistributedSettings, training: TrainingSettings,
     ]
     tail = ["-m", "dpolab.launch", job_file]
     if distributed.nodes == 1:
-        return shlex.join(accelerate + ["--main_process_port", "0"] + tail)  # port 0: a free one (torchrun)
+        return shlex.join(accelerate + tail)  # Accelerate picks a free port when its default one is taken
     # One launcher per node; $SLURM_NODEID and the head node are read on each node, hence the single quotes.
     per_node = (shlex.join(accelerate) + ' --machine_rank "$SLURM_NODEID"' + f" --main_process_ip {HEAD_NODE}"
                 f" --main_process_port {RENDEZVOUS_PORT} --rdzv_backend static " + shlex.join(tail))
@@ -128,6 +128,11 @@ def run_launched(snakemake, script: str, distributed: DistributedSettings, train
 
     from dpolab.config import ROOT
 
+    import importlib.util
+
+    if distributed.strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise RuntimeError(f"distributed.strategy: {distributed.strategy} needs the deepspeed package (pip install -r "
+                           "envs/gpu.txt on the GPU nodes)")
     path = job_file(snakemake)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(job_spec(snakemake, script), indent=1))

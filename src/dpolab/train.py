@@ -65,10 +65,25 @@ def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool
     )
 
 
+def check_device_can(training: TrainingSettings, peft: PeftSettings | None = None) -> None:
+    """At a job's start, on the node that trains: what the config check could not see from the
+    submitting machine (bf16 on this GPU, the packages of QLoRA)."""
+    import importlib.util
+
+    if training.device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda, but this node has no CUDA GPU visible to torch (check the job's GPU request "
+                               "and CUDA_VISIBLE_DEVICES)")
+        if training.precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise RuntimeError(f"training.precision: bf16 is not supported by this node's GPU ({torch.cuda.get_device_name()}); "
+                               "set training.precision: fp16")
+    if peft is not None and peft.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError("peft.load_in_4bit: QLoRA needs the bitsandbytes package on the GPU nodes (envs/gpu.txt)")
+
+
 def load_trainable(model_dir: Path, training: TrainingSettings, peft: PeftSettings | None = None):
     """The model a training job starts from, in the settings' dtype (4-bit NF4 for QLoRA)."""
-    import torch
-
+    check_device_can(training, peft)
     quantization = None
     if peft is not None and peft.load_in_4bit:
         from transformers import BitsAndBytesConfig

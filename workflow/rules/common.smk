@@ -5,6 +5,7 @@ from pathlib import Path
 
 from dpolab.config import check_duplicate_keys, load_study
 from dpolab.errors import ConfigError
+from dpolab.plan import shared_engine_resources as shared_engine_resources_of
 from dpolab.resources import job_resources, model_params
 from dpolab.study import format_value, parse_policy
 
@@ -160,18 +161,13 @@ def policy_start_model(wildcards):
 
 
 # ---- generation: one vLLM engine per policy, or per batch of LoRA policies on the SFT model --------
-SHARED_ENGINE = study.peft is not None and study.generation.engine == "vllm"
-ADAPTER_POLICIES = [p.path for p in study.points if SHARED_ENGINE and p.starts_from == "sft"] if SHARED_ENGINE else []
-_per_engine = study.generation.adapters_per_engine
-ADAPTER_BATCHES = [ADAPTER_POLICIES[i:i + _per_engine] for i in range(0, len(ADAPTER_POLICIES), _per_engine)]
-OWN_ENGINE_POLICIES = [p for p in POLICIES if p not in ADAPTER_POLICIES]
+ADAPTER_BATCHES = study.adapter_batches
+OWN_ENGINE_POLICIES = [p for p in POLICIES if not any(p in batch for batch in ADAPTER_BATCHES)]
 
 
 def shared_engine_resources(policies):
     """A shared-engine generate job: one engine's memory, every policy's sampling time."""
-    resources = resources_for("generate")
-    startup = 10  # minutes of the one engine start the batch shares
-    return {**resources, "runtime": startup + policies * max(1, resources["runtime"] - startup)}
+    return shared_engine_resources_of(study, MODEL_PARAMS, policies)
 
 
 # ---- training jobs of several processes (distributed:): the launch a dry run shows ----------------
@@ -183,10 +179,12 @@ def launch_message(rule_name):
     from dpolab.launch import launch_command
 
     resources = resources_for(rule_name if rule_name in ("sft", "reward_model") else "dpo")
-    gpus = f"{resources['gpu']} GPU(s) per node x {resources.get('nodes', 1)} node(s)" if "gpu" in resources else \
+    nodes = resources.get("nodes", 1)  # the plugin's gpu resource is the job's total (sbatch --gpus)
+    gpus = f"{resources['gpu'] // nodes} GPU(s) per node x {nodes} node(s)" if "gpu" in resources else \
         f"{study.distributed.processes} CPU processes"
     command = launch_command(study.distributed, study.training, "{log}.job.json", relative_to=Path(workflow.basedir))
-    return (f"rule {rule_name} ({{wildcards}}): {gpus}, mem_mb={resources['mem_mb']}, runtime={resources['runtime']} min\n"
+    point = " ({wildcards})" if rule_name not in ("sft", "reward_model") else ""
+    return (f"rule {rule_name}{point}: {gpus}, mem_mb={resources['mem_mb']}, runtime={resources['runtime']} min\n"
             f"    launch: {command}")
 
 
