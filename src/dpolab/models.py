@@ -120,6 +120,7 @@ def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[li
     """Summed log-probs of each completion given its prompt, on the exact sampled token ids."""
     model.eval()
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(prompt_ids), batch_size):
         rows = [p + c for p, c in zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])]
@@ -129,6 +130,7 @@ def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[li
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
             attention[i, : len(r)] = 1
+        ids, attention = ids.to(device), attention.to(device)
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
         token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
         for i, (p, c) in enumerate(zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])):

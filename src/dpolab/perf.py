@@ -22,22 +22,27 @@ from dataclasses import dataclass, field
 TOKEN_MASKS = (("attention_mask",), ("chosen_attention_mask", "rejected_attention_mask"))
 
 
-def matmul_peak_gflops(threads: int | None = None, *, size: int = 2048, seconds: float = 0.5, dtype: str = "float32") -> float:
+def matmul_peak_gflops(threads: int | None = None, *, size: int = 2048, seconds: float = 0.5, dtype: str = "float32",
+                       device: str = "cpu") -> float:
     """The best of repeated `size` x `size` matmuls, in GFLOP/s, with `threads` torch threads
-    (the current setting when None); the setting is restored afterwards."""
+    (the current setting when None); the setting is restored afterwards. On a GPU (`device`
+    cuda) in the training's dtype, each timing synchronised."""
     import torch
 
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     try:
-        a = torch.randn(size, size, dtype=getattr(torch, dtype))
-        b = torch.randn(size, size, dtype=getattr(torch, dtype))
+        a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
+        b = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
         a @ b  # warm-up: first-call allocation and kernel selection
+        sync()
         best, deadline = 0.0, time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             a @ b
+            sync()
             best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
         return best
     finally:
@@ -101,7 +106,12 @@ def attach_throughput(trainer, *, threads: int | None = None) -> Throughput:
     train_log.json) and, when a run is active, to MLflow."""
     from transformers import TrainerCallback
 
-    meter = Throughput(peak_gflops=matmul_peak_gflops(threads))
+    args = trainer.args
+    on_gpu = args.device.type == "cuda"
+    dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
+    # the peak of the arithmetic the training runs: the GPU's in its autocast dtype, or this CPU's fp32
+    meter = Throughput(peak_gflops=matmul_peak_gflops(threads, size=8192 if on_gpu else 2048,
+                                                      dtype=dtype if on_gpu else "float32", device=args.device.type))
     step = trainer.training_step
 
     def counting_step(model, inputs, *args, **kwargs):
@@ -127,8 +137,10 @@ def attach_throughput(trainer, *, threads: int | None = None) -> Throughput:
             meter.flops_per_token = model_flops_per_token(model or trainer.model, length)
             figures = meter.report()
             state.log_history.append({**figures, "step": state.global_step})
-            import mlflow
-
+            try:
+                import mlflow
+            except ImportError:  # training code used without MLflow (e.g. benchmarks/gpu_check.py)
+                return
             if mlflow.active_run() is not None:  # at the last step, as the log history has them
                 mlflow.log_metrics(figures, step=state.global_step)
 
