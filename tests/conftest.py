@@ -327,7 +327,9 @@ def copy_study(work: Path, dest: Path) -> Path:
     run_file = study / "mlflow" / "study_run.json"
     info = json.loads(run_file.read_text())
     info["tracking_uri"] = f"sqlite:///{study / 'mlflow.db'}"
+    times = run_file.stat()
     run_file.write_text(json.dumps(info, indent=2))
+    os.utime(run_file, ns=(times.st_atime_ns, times.st_mtime_ns))  # every job's input: as old as before
     with sqlite3.connect(study / "mlflow.db") as db:
         db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (str(work), str(dest)))
         db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (str(work), str(dest)))

@@ -83,27 +83,25 @@ def assert_same_samples(got: dict, expected: dict, label: str) -> None:
 def test_transformers_sampler_with_adapters_samples_as_the_merged_models(policies):
     from dpolab.generate import TransformersSampler
 
-    def sampler(model_dir):
-        return TransformersSampler(model_dir, max_model_len=64, seed=0)
-
+    prompts = PROMPTS[:4]  # one generate call per prompt and token: the fallback is slow
     greedy = dict(SAMPLING, temperature=0.0)
-    shared = sampler(policies["base"])
-    base = shared.sample(PROMPTS, **greedy)
-    # on, off, the other adapter, the first again: each call is exactly its policy
-    calls = [(0, policies["adapters"][0]), (None, None), (1, policies["adapters"][1]), (0, policies["adapters"][0])]
-    got = [(which, shared.sample(PROMPTS, adapter=adapter, **greedy)) for which, adapter in calls]
-    expected = {0: sampler(policies["merged"][0]).sample(PROMPTS, **greedy),
-                1: sampler(policies["merged"][1]).sample(PROMPTS, **greedy),
-                None: sampler(policies["base"]).sample(PROMPTS, **greedy)}
-    completions = {which: [row[0].completion_token_ids for row in rows] for which, rows in expected.items()}
+
+    def completions(rows):
+        return [row[0].completion_token_ids for row in rows]
+
+    shared = TransformersSampler(policies["base"], max_model_len=64, seed=0)
+    expected = {None: shared.sample(prompts, **greedy)}  # load_policy on the base, no adapter attached yet
+    for which in (0, 1):
+        expected[which] = TransformersSampler(policies["merged"][which], max_model_len=64, seed=0).sample(prompts, **greedy)
     # the trained adapter (and its opposite) really change the greedy completions
-    assert sum(a != b for a, b in zip(completions[0], completions[None])) >= len(PROMPTS) // 2, completions
-    assert sum(a != b for a, b in zip(completions[1], completions[None])) >= len(PROMPTS) // 2
-    assert completions[0] != completions[1]
-    assert [row[0].completion_token_ids for row in base] == completions[None]
-    for which, rows in got:
-        assert [row[0].completion_token_ids for row in rows] == completions[which], which
-        assert [row[0].logp for row in rows] == pytest.approx([row[0].logp for row in expected[which]], abs=LOGP_TOL)
+    for which in (0, 1):
+        assert sum(a != b for a, b in zip(completions(expected[which]), completions(expected[None]))) >= len(prompts) // 2
+    assert completions(expected[0]) != completions(expected[1])
+    # on, off, the other adapter, the first again: each call is exactly its policy
+    for which in (0, None, 1, 0):
+        got = shared.sample(prompts, adapter=None if which is None else policies["adapters"][which], **greedy)
+        assert completions(got) == completions(expected[which]), which
+        assert [row[0].logp for row in got] == pytest.approx([row[0].logp for row in expected[which]], abs=LOGP_TOL)
 
 
 # ---- vLLM: one engine with enable_lora against a plain engine on the merged weights ----------------

@@ -335,7 +335,9 @@ class RegistryDPOTrainer(DPOTrainer):
         completion_mask = inputs["completion_mask"]
         model_kwargs = {k: v for k, v in inputs.items() if k not in ("completion_mask", *REF_COLUMNS)}
         shift_mask = completion_mask[..., 1:]
-        if self.grouped_logps and plain_head(model):
+        # Several processes: the model is wrapped (DDP, FSDP, DeepSpeed), and only its own forward
+        # lets the wrapper synchronise the gradients: TRL's way on the padded batch, not grouped.
+        if self.grouped_logps and self.accelerator.num_processes == 1 and plain_head(model):
             logps = grouped_completion_logps(model, inputs["input_ids"], inputs["attention_mask"], completion_mask)
         else:  # logit scaling or soft-capping: TRL's fused head knows each model's rule
             labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
