@@ -108,7 +108,8 @@ def lora_study(smoke_studies, tmp_path_factory):
     for made_from_them in ("compare", "plots", "summary.csv", "summary.html"):  # else up to date by mtime
         path = study / made_from_them
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    done = snakemake(work, "--cores", "2", "--config", "peft={r: 8, lora_alpha: 16}",
+    # LoRA's usual learning rate is an order of magnitude above full fine-tuning's: 2 steps move the adapters
+    done = snakemake(work, "--cores", "2", "--config", "peft={r: 8, lora_alpha: 16}", "dpo={learning_rate: 5.0e-3}",
                      f"grid={{variants: [{', '.join(LORA_GRID)}], betas: [0.1], seeds: [0]}}",
                      "generation={adapters_per_engine: 2}")
     return work, done
@@ -126,6 +127,13 @@ def test_lora_policies_are_adapters_and_the_study_completes(lora_study):
     assert trained["kl_mean"].notna().all() and (trained["kl_mean"].abs() > 0).all()
     assert (table.loc[table["variant"] == "sft", "kl_mean"] == 0).all()
     assert trained["win_rate"].between(0, 1).all()
+    # the adapters changed what the policies sample (the same seeds as SFT's samples)
+    def completions(folder: Path) -> list:
+        return [json.loads(line)["completion_token_ids"] for line in (folder / "temp~1" / "samples.jsonl").open()]
+
+    for variant in LORA_GRID:
+        assert completions(study / "generate" / f"variant~{variant}" / "beta~0.1" / "seed~0") != \
+            completions(study / "generate" / "sft"), variant
     assert (study / "compare" / "win_rates.csv").is_file() and (study / "plots" / "reward_vs_kl.png").is_file()
     # generation: two shared engines for dpo, ipo and kto; ORPO's adapter (on the base model) merged, in its own
     ran = done.stderr

@@ -163,7 +163,7 @@ def test_possible_settings_are_accepted():
 def test_bf16_is_refused_on_gpus_without_it():
     from dpolab.checks import check_gpu_precision
 
-    with pytest.raises(ConfigError, match="training.precision: bf16 .*Tesla V100 \\(7\\)"):
+    with pytest.raises(ConfigError, match=r"training.precision: bf16 .*Tesla V100-SXM2-32GB \(7\)"):
         check_gpu_precision("bf16", [("Tesla V100-SXM2-32GB", 7.0)])
     check_gpu_precision("bf16", [("NVIDIA H100 80GB HBM3", 9.0)])
     check_gpu_precision("fp16", [("Tesla V100-SXM2-32GB", 7.0)])

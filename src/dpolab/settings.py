@@ -120,8 +120,8 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class SFTSettings(TrainSettings):
-    gradient_accumulation_steps: int = field(metadata={"help": "device steps per optimizer step"})
     seed: int = field(metadata={"help": "seed of data order and initialisation"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "device steps per optimizer step"})
     section = "sft"
 
 
@@ -153,8 +153,8 @@ class RewardModelSettings(TrainSettings):
     """A reward model trained in a preference study (reward_model:): TRL's RewardTrainer on pairs the
     policies never train on, the study's gold judge in the role the IMDb classifier plays in the miniature."""
 
-    gradient_accumulation_steps: int = field(metadata={"help": "device steps per optimizer step"})
     seed: int = field(metadata={"help": "seed of data order and of the score head's initialisation"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "device steps per optimizer step"})
     section = "reward_model"
 
 
