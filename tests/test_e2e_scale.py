@@ -111,7 +111,7 @@ def lora_study(smoke_studies, tmp_path_factory):
     # LoRA's usual learning rate is an order of magnitude above full fine-tuning's: 2 steps move the adapters
     done = snakemake(work, "--cores", "2", "--config", "peft={r: 8, lora_alpha: 16}", "dpo={learning_rate: 5.0e-3}",
                      f"grid={{variants: [{', '.join(LORA_GRID)}], betas: [0.1], seeds: [0]}}",
-                     "generation={adapters_per_engine: 2}")
+                     "generation={lora_serving: shared, adapters_per_engine: 2}")
     return work, done
 
 

@@ -5,7 +5,8 @@ A fully trained policy gets its own engine (its weights, then the reference's sw
 LoRA policy trained on the SFT model is served by an engine on the SFT model with the adapter on
 each request, so the reference is the same engine with the adapter off, and one engine serves a
 whole batch of such policies (`generation.adapters_per_engine`): one start instead of one per
-policy. A LoRA policy on another base (ORPO starts from the base model) is merged first."""
+policy. A LoRA policy on another base (ORPO starts from the base model), or any with
+`generation.lora_serving: merged` (auto on the CPU), is merged into full weights first."""
 
 from __future__ import annotations
 
@@ -62,10 +63,11 @@ def generate_one(study: Study, policy: str, *, model_dir: Path, start_dir: Path,
         records = _samples(study, _sampler(study, model_dir, longest_prompt, cache_dir), requests, is_reference=True)
     elif not is_adapter(model_dir):  # its weights, then the reference's swapped into the same engine
         records = _samples(study, _sampler(study, model_dir, longest_prompt, cache_dir), requests, reference_dir=reference_dir)
-    elif start_dir.resolve() == reference_dir.resolve():  # the adapter on the reference: the adapter off is the reference
+    elif start_dir.resolve() == reference_dir.resolve() and (study.shared_engine or study.generation.engine != "vllm"):
+        # the adapter on the reference, served as an adapter: with it off, the engine is the reference
         sampler = _sampler(study, reference_dir, longest_prompt, cache_dir, max_lora_rank=adapter_rank(model_dir))
         records = _samples(study, sampler, requests, adapter=model_dir)
-    else:  # an adapter on another base: merged into full weights first
+    else:  # an adapter merged into full weights first (on another base, or lora_serving merged)
         from dpolab.train import merge_adapter
 
         with tempfile.TemporaryDirectory(prefix="dpolab-merged-") as merged:
