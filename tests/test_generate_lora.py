@@ -50,7 +50,8 @@ def policies(vllm_model_dir, tmp_path_factory):
     opposite.mkdir()
     (opposite / "adapter_config.json").write_text((trained / "adapter_config.json").read_text())
     weights = load_file(trained / "adapter_model.safetensors")
-    save_file({name: -w if "lora_B" in name else w for name, w in weights.items()}, opposite / "adapter_model.safetensors")
+    save_file({name: -w if "lora_B" in name else w for name, w in weights.items()},
+              opposite / "adapter_model.safetensors")
     assert any("lora_B" in name and torch.count_nonzero(w) for name, w in weights.items())
     merged = [root / "merged-trained", root / "merged-opposite"]
     for adapter, out in zip((trained, opposite), merged):
@@ -92,10 +93,12 @@ def test_transformers_sampler_with_adapters_samples_as_the_merged_models(policie
     shared = TransformersSampler(policies["base"], max_model_len=64, seed=0)
     expected = {None: shared.sample(prompts, **greedy)}  # load_policy on the base, no adapter attached yet
     for which in (0, 1):
-        expected[which] = TransformersSampler(policies["merged"][which], max_model_len=64, seed=0).sample(prompts, **greedy)
+        merged = TransformersSampler(policies["merged"][which], max_model_len=64, seed=0)
+        expected[which] = merged.sample(prompts, **greedy)
     # the trained adapter (and its opposite) really change the greedy completions
     for which in (0, 1):
-        assert sum(a != b for a, b in zip(completions(expected[which]), completions(expected[None]))) >= len(prompts) // 2
+        changed = sum(a != b for a, b in zip(completions(expected[which]), completions(expected[None])))
+        assert changed >= len(prompts) // 2, (which, changed)
     assert completions(expected[0]) != completions(expected[1])
     # on, off, the other adapter, the first again: each call is exactly its policy
     for which in (0, None, 1, 0):
@@ -134,7 +137,8 @@ def merged_samples(policies, vllm_cache):
 def lora_engine(policies, merged_samples, vllm_cache):
     from dpolab.generate import VLLMSampler
 
-    return VLLMSampler(policies["base"], max_model_len=64, seed=0, cache_dir=vllm_cache, max_lora_rank=RANK, max_loras=2)
+    return VLLMSampler(policies["base"], max_model_len=64, seed=0, cache_dir=vllm_cache, max_lora_rank=RANK,
+                       max_loras=2)
 
 
 @pytest.mark.e2e
@@ -163,9 +167,13 @@ def test_two_adapters_and_the_base_interleaved_in_one_engine(policies, merged_sa
 
 
 @pytest.mark.e2e
-def test_the_lora_engine_scores_the_policy_and_with_the_adapter_off_the_reference(policies, merged_samples, lora_engine):
+def test_the_lora_engine_scores_the_policy_and_with_the_adapter_off_the_reference(policies, merged_samples,
+                                                                                  lora_engine):
     """What generate_adapters writes: policy_samples with `adapter` takes the policy's log-probs
-    from sampling and the reference's (the base's) from `score` on the same engine, adapter off."""
+    from sampling and the reference's (the base's) from `score` on the same engine, adapter off.
+    `score` asks for prompt log-probs of a batch of sequences; vLLM 0.32's LoRA logits layer (the
+    LM head wrapped for LoRA, vLLM's default when the engine does not restrict LoRA to the
+    adapters' modules) sizes its LoRA indices by sequences, not by prompt positions, and fails."""
     from dpolab.generate import policy_samples
     from dpolab.models import completion_logps, load_policy
 
