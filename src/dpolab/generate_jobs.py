@@ -19,7 +19,6 @@ from typing import Callable
 import pandas as pd
 
 from dpolab.generate import make_sampler, policy_samples, write_samples
-from dpolab.models import adapter_rank, is_adapter
 from dpolab.study import Study
 
 log = logging.getLogger("dpolab")
@@ -58,6 +57,8 @@ def _write(records: dict[float, list[dict]], out_files: list[Path]) -> None:
 def generate_one(study: Study, policy: str, *, model_dir: Path, start_dir: Path, reference_dir: Path, prompts_file: Path,
                  out_files: list[Path], cache_dir: Path) -> None:
     """One policy in its own engine: `model_dir` holds full weights, or a LoRA adapter on `start_dir`."""
+    from dpolab.models import adapter_rank, is_adapter  # here: torch loads after the job's run is open
+
     requests, longest_prompt = read_requests(prompts_file)
     if policy == "sft":  # the policy is the reference: KL is exactly zero
         records = _samples(study, _sampler(study, model_dir, longest_prompt, cache_dir), requests, is_reference=True)
@@ -83,6 +84,8 @@ def generate_adapters(study: Study, policies: list[str], adapters: list[Path], *
     """Several LoRA policies on the SFT model from one engine: each policy's samples with the
     adapter on, the reference's log-probs with it off. `out_files`: per policy, one file per
     temperature (policy-major); `policy_run(policy)`: a context around each (its MLflow run)."""
+    from dpolab.models import adapter_rank
+
     requests, longest_prompt = read_requests(prompts_file)
     rank = max(adapter_rank(adapter) for adapter in adapters)
     sampler = _sampler(study, reference_dir, longest_prompt, cache_dir, max_lora_rank=rank,
