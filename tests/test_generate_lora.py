@@ -171,9 +171,9 @@ def test_the_lora_engine_scores_the_policy_and_with_the_adapter_off_the_referenc
                                                                                   lora_engine):
     """What generate_adapters writes: policy_samples with `adapter` takes the policy's log-probs
     from sampling and the reference's (the base's) from `score` on the same engine, adapter off.
-    `score` asks for prompt log-probs of a batch of sequences; vLLM 0.32's LoRA logits layer (the
-    LM head wrapped for LoRA, vLLM's default when the engine does not restrict LoRA to the
-    adapters' modules) sizes its LoRA indices by sequences, not by prompt positions, and fails."""
+    Scoring asks for prompt log-probs; vLLM 0.32's LoRA logits layer (the LM head wrapped for
+    LoRA, vLLM's default unless the engine restricts LoRA to the adapters' modules) sizes its LoRA
+    indices by sequences, not by prompt positions, and fails on several sequences in one call."""
     from dpolab.generate import policy_samples
     from dpolab.models import completion_logps, load_policy
 
