@@ -98,14 +98,19 @@ def decoder_params(*, vocab_size: int, hidden_size: int, num_layers: int, interm
     return embeddings + num_layers * (4 * hidden_size * hidden_size + mlp)
 
 
-def params_from_hf_config(hf_config: dict) -> int:
-    """Parameter count from a transformers config.json (Llama/Mistral/Qwen/GPT-NeoX/GPT-2 names)."""
+def hf_dimensions(hf_config: dict) -> tuple[int, int, int, int]:
+    """(hidden size, layers, vocabulary, MLP width) under the names Llama/Mistral/Qwen/GPT-NeoX/GPT-2 use."""
     hidden = hf_config.get("hidden_size") or hf_config.get("n_embd") or hf_config.get("d_model")
     layers = hf_config.get("num_hidden_layers") or hf_config.get("n_layer") or hf_config.get("num_layers")
     vocab = hf_config.get("vocab_size")
     if not (hidden and layers and vocab):
         raise ValueError("config.json lacks hidden_size/num_hidden_layers/vocab_size")
-    intermediate = hf_config.get("intermediate_size") or hf_config.get("n_inner") or 4 * hidden
+    return hidden, layers, vocab, hf_config.get("intermediate_size") or hf_config.get("n_inner") or 4 * hidden
+
+
+def params_from_hf_config(hf_config: dict) -> int:
+    """Parameter count from a transformers config.json (Llama/Mistral/Qwen/GPT-NeoX/GPT-2 names)."""
+    hidden, layers, vocab, intermediate = hf_dimensions(hf_config)
     gated = hf_config.get("model_type") not in UNGATED_MODEL_TYPES
     return decoder_params(vocab_size=vocab, hidden_size=hidden, num_layers=layers, intermediate_size=intermediate,
                           tie_word_embeddings=hf_config.get("tie_word_embeddings", True), gated_mlp=gated)
@@ -216,12 +221,7 @@ class ModelShape:
     def from_hf_config(cls, hf_config: dict) -> "ModelShape":
         """The shape of a transformers config.json (Llama/Mistral/Qwen names with grouped-query
         attention; GPT-NeoX's and GPT-2's fused query-key-value)."""
-        hidden = hf_config.get("hidden_size") or hf_config.get("n_embd") or hf_config.get("d_model")
-        layers = hf_config.get("num_hidden_layers") or hf_config.get("n_layer") or hf_config.get("num_layers")
-        vocab = hf_config.get("vocab_size")
-        if not (hidden and layers and vocab):
-            raise ValueError("config.json lacks hidden_size/num_hidden_layers/vocab_size")
-        inter = hf_config.get("intermediate_size") or hf_config.get("n_inner") or 4 * hidden
+        hidden, layers, vocab, inter = hf_dimensions(hf_config)
         model_type = hf_config.get("model_type")
         if model_type == "gpt_neox":
             linears = (("query_key_value", hidden, 3 * hidden), ("dense", hidden, hidden),
