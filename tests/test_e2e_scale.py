@@ -64,7 +64,10 @@ def test_two_processes_follow_the_one_process_loss_curve(ddp_runs):
     for key in ("loss", "rewards/margins", "logps/chosen"):
         assert [e[key] for e in two] == pytest.approx([e[key] for e in one], rel=LOSS_TOLERANCE, abs=LOSS_TOLERANCE), key
     assert one[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # the shared reference: log 2 at step 0
-    assert one[-1]["loss"] < one[0]["loss"]
+    # the policy moved, so the curves compared are not log 2 throughout: an unchanged policy scores
+    # every later batch at log 2 too (whether a 6-step loss is lower at the end is up to the batches)
+    assert max(abs(e["loss"] - math.log(2)) for e in one[1:]) > 1e-3
+    assert max(abs(e["rewards/margins"]) for e in one[1:]) > 1e-3
 
 
 def test_two_processes_ran_and_rank_0_logged_once(ddp_runs):
