@@ -88,17 +88,21 @@ def pairwise_judgments(verdicts: pd.DataFrame, scored: pd.DataFrame, judge: str)
     return table.drop(columns=["completion_tokens", "opponent_tokens"]).assign(judge=judge)
 
 
-def win_rates(judgments: pd.DataFrame, scores: pd.DataFrame, settings: CompareSettings, policies: list[str]) -> pd.DataFrame:
+def win_rates(judgments: pd.DataFrame, scores: pd.DataFrame, settings: CompareSettings, policies: list[str],
+              *, return_lc_draws: bool = False):
     """One row per (judge, policy, temperature): win rate vs SFT and its CI, LC win rate and
     its CI, win rate vs the dataset's chosen responses and its CI, position bias (pairwise
     judges), and how score and preference follow length. SFT's own row has 0.5 against
-    itself by definition."""
+    itself by definition. With `return_lc_draws`, also the LC fits' bootstrap draws (judge,
+    temperature, policy, draw, lc_win_rate) for the seed aggregation."""
     score_length = {key: spearman(part["score"], part["completion_tokens"])
                     for key, part in scores.groupby(["judge", "policy", "temperature"], sort=False)}
-    rows = []
+    rows, lc_draws = [], []
     for (judge, temperature), at_t in judgments.groupby(["judge", "temperature"], sort=False):
         vs_sft = at_t[at_t["opponent"] == BASELINE]
-        lc = lc_win_rates(vs_sft[["policy", "prompt_id", "preference", "length_diff"]], settings.lc).set_index("policy")
+        lc, draws = lc_win_rates(vs_sft[["policy", "prompt_id", "preference", "length_diff"]], settings.lc, return_draws=True)
+        lc = lc.set_index("policy")
+        lc_draws.append(draws.assign(judge=judge, temperature=float(temperature)))
         for policy in policies:
             row = {"judge": judge, "policy": policy, "temperature": float(temperature)}
             mine = at_t[at_t["policy"] == policy]
@@ -124,7 +128,10 @@ def win_rates(judgments: pd.DataFrame, scores: pd.DataFrame, settings: CompareSe
             if (judge, policy, temperature) in score_length:
                 row["score_length_spearman"] = score_length[(judge, policy, temperature)]
             rows.append(row)
-    return pd.DataFrame(rows)
+    if not return_lc_draws:
+        return pd.DataFrame(rows)
+    columns = ["judge", "temperature", "policy", "draw", "lc_win_rate"]
+    return pd.DataFrame(rows), (pd.concat(lc_draws, ignore_index=True)[columns] if lc_draws else pd.DataFrame(columns=columns))
 
 
 def score_table(scored: pd.DataFrame, judges: list[str]) -> pd.DataFrame:
@@ -151,3 +158,16 @@ def length_analysis(scored: pd.DataFrame, scores: pd.DataFrame, pair_stats: dict
         "score_length_spearman": judge_side,
         "lc_length_coef": rates[["judge", "policy", "temperature", "lc_length_coef"]].dropna().to_dict(orient="records"),
     }
+
+
+def outcome_table(scored: pd.DataFrame) -> pd.DataFrame:
+    """One row per (policy, temperature, prompt_id) with what the seed aggregation averages
+    (dpolab.aggregate): the reward, the sample's log-ratio to the reference (its mean is the KL
+    estimate) and the response's length in tokens and characters."""
+    return pd.DataFrame({
+        **{k: scored[k] for k in KEY},
+        "reward": scored["reward_score"].astype(np.float64),
+        "kl": scored["policy_logps"].astype(np.float64) - scored["reference_logps"].astype(np.float64),
+        "completion_tokens": scored["completion_tokens"],
+        "chars": scored["chars"],
+    })

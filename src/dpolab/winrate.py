@@ -109,9 +109,11 @@ def fit_lc_model(frame: pd.DataFrame, settings: LCSettings, *, start: np.ndarray
     return LCFit(policies, prompts, w[:n_m], w[n_m : 2 * n_m], w[2 * n_m :], sigma)
 
 
-def lc_win_rates(frame: pd.DataFrame, settings: LCSettings) -> pd.DataFrame:
+def lc_win_rates(frame: pd.DataFrame, settings: LCSettings, *, return_draws: bool = False):
     """Per policy: raw win rate, LC win rate with a bootstrap CI over prompts (the model is
-    refitted on each resample, sigma included), and the fitted length coefficient phi."""
+    refitted on each resample, sigma included), and the fitted length coefficient phi. With
+    `return_draws`, also the bootstrap's draws (policy, draw, lc_win_rate): draw r of every policy
+    comes from the same resample of prompts, which the seed aggregation (dpolab.aggregate) pairs on."""
     fit = fit_lc_model(frame, settings)
     point = fit.lc_win_rates()
     prompts = fit.prompts
@@ -142,7 +144,12 @@ def lc_win_rates(frame: pd.DataFrame, settings: LCSettings) -> pd.DataFrame:
             "lc_length_coef": float(fit.phi[index]),
             "lc_sigma": fit.sigma,
         })
-    return pd.DataFrame(rows)
+    if not return_draws:
+        return pd.DataFrame(rows)
+    draws_table = pd.DataFrame([{"policy": policy, "draw": r, "lc_win_rate": value}
+                                for policy, values in draws.items() for r, value in enumerate(values)],
+                               columns=["policy", "draw", "lc_win_rate"])
+    return pd.DataFrame(rows), draws_table
 
 
 def spearman(a, b) -> float:
