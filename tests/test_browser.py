@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dpolab.report import PLOTS
+from dpolab.plots import PLOTS
 
 pytestmark = pytest.mark.e2e
 os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not look for drivers online

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from dpolab.config import read_study
-from dpolab.report import PLOTS
+from dpolab.plots import PLOTS
 from dpolab.tracking import BENCHMARK_METRICS
 
 from conftest import README_VARIANT, local_only, store
@@ -42,7 +42,8 @@ def expected_artifacts(stage: str, config: dict) -> set[str]:
         "evaluate": {f"generations_scored/temp_{t}.json" for t in temps},
         "pairwise_judge": {"verdicts_llm.json"},
         "compare": {"win_rates.json", "win_rates.csv", "length_analysis.json"},
-        "summary": {"summary_table.json", "summary.csv", "summary.html", "plots/series.json"} | {f"plots/{p}.png" for p in PLOTS},
+        "summary": {"summary_table.json", "summary.csv", "summary_by_seed.csv", "comparisons.csv", "summary.html",
+                    "plots/series.json"} | {f"plots/{p}.png" for p in PLOTS},
     }[stage]
 
 
@@ -131,7 +132,8 @@ def check_store(work: Path) -> dict:
     # the parent: the study's config as params, its results as artifacts
     assert parent.data.params["study"] == "smoke" and parent.data.metrics[BENCHMARK_METRICS["s"]] > 0
     parent_artifacts = artifacts(client, parent.info.run_id)
-    assert {"summary.csv", "summary.html", "resolved_config.yaml", "summary_table.json", "study/length_analysis.json"} <= parent_artifacts
+    assert {"summary.csv", "summary_by_seed.csv", "comparisons.csv", "summary.html", "resolved_config.yaml", "summary_table.json",
+            "study/length_analysis.json"} <= parent_artifacts
     assert {f"plots/{p}.png" for p in PLOTS} <= parent_artifacts
     counted["study"] = Counter(artifacts=len(parent_artifacts))
     return {name: dict(counts) for name, counts in counted.items()}

@@ -99,7 +99,7 @@ def test_outputs_match_the_local_run(smoke_studies):
                                       pd.read_parquet(slurm_study / "data" / f"{name}.parquet"))
     # the summary: the same columns and the same (policy, temperature, judge) rows, those of the
     # variants trained locally only aside
-    local_summary, slurm_summary = pd.read_csv(local_study / "summary.csv"), pd.read_csv(slurm_study / "summary.csv")
+    local_summary, slurm_summary = pd.read_csv(local_study / "summary_by_seed.csv"), pd.read_csv(slurm_study / "summary_by_seed.csv")
     local_summary = local_summary[~local_summary["policy"].map(local_only)]
     assert set(slurm_summary["variant"]) == set(SLURM_GRID) | {"sft"}
     assert list(local_summary.columns) == list(slurm_summary.columns)

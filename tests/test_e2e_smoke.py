@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from dpolab.config import ROOT, read_study
-from dpolab.report import PLOTS, SUMMARY_COLUMNS
+from dpolab.plots import PLOTS
+from dpolab.report import SUMMARY_COLUMNS
 
 from conftest import README_RULE_VARIANT, SMOKE_COMMAND, add_readme_rule_variant, copy_workflow, store
 
@@ -27,10 +28,10 @@ def smoke(smoke_studies):
     return smoke_studies.sqlite, read_study(smoke_studies.sqlite / "configs" / "smoke.yaml")
 
 
-def test_summary_has_every_policy_temperature_and_judge(smoke):
+def test_summary_by_seed_has_every_policy_temperature_and_judge(smoke):
     work, spec = smoke
     config = spec.config
-    table = pd.read_csv(work / "results" / "smoke" / "summary.csv")
+    table = pd.read_csv(work / "results" / "smoke" / "summary_by_seed.csv")
     points = spec.points
     temperatures, judges = config["generation"]["temperatures"], list(config["judges"])
     assert len(table) == (len(points) + 1) * len(temperatures) * len(judges)
@@ -95,6 +96,33 @@ def test_plots_and_job_records(smoke):
     assert (pairs["chosen_score"] > pairs["rejected_score"]).all()
 
 
+def test_summary_over_seeds_and_comparisons(smoke):
+    """summary.csv: one row per (variant, beta, temperature, judge), here one seed each, so its
+    values are the per-seed ones; comparisons.csv: every pair of variants, at the beta and at matched KL."""
+    work, spec = smoke
+    config, study = spec.config, work / "results" / "smoke"
+    table, by_seed = pd.read_csv(study / "summary.csv"), pd.read_csv(study / "summary_by_seed.csv")
+    keys = ["variant", "beta", "temperature", "judge"]
+    assert not table.duplicated(keys).any() and len(table) == len(by_seed)
+    grid = table[table["variant"] != "sft"]
+    assert (grid["seeds"] == 1).all() and (table["prompts"] == config["data"]["n_test_prompts"]).all()
+    merged = grid.merge(by_seed, on=keys, suffixes=("", "_by_seed"))
+    for column in ("reward_mean", "kl_mean", "win_rate", "lc_win_rate", "length_mean"):
+        assert merged[column].to_numpy() == pytest.approx(merged[f"{column}_by_seed"].to_numpy()), column
+        name = {"reward_mean": "reward", "kl_mean": "kl", "length_mean": "length"}.get(column, column)
+        assert ((merged[f"{name}_ci_low"] <= merged[column]) & (merged[column] <= merged[f"{name}_ci_high"])).all(), column
+    assert grid["reward_seed_sd"].isna().all()  # one seed: no spread to report
+    comparisons = pd.read_csv(study / "comparisons.csv")
+    variants = sorted(set(grid["variant"]))
+    pairs = {tuple(sorted(p)) for p in zip(comparisons["variant_a"], comparisons["variant_b"])}
+    assert pairs == {(a, b) for i, a in enumerate(variants) for b in variants[i + 1:]}
+    at_beta = comparisons[comparisons["comparison"] == "at_beta"]
+    assert set(at_beta["metric"]) >= {"win_rate", "lc_win_rate", "reward", "kl"}
+    assert at_beta["difference"].to_numpy() == pytest.approx((at_beta["value_a"] - at_beta["value_b"]).to_numpy())
+    assert ((comparisons["ci_low"] <= comparisons["difference"]) & (comparisons["difference"] <= comparisons["ci_high"])).all()
+    assert set(comparisons.loc[comparisons["comparison"] == "at_kl", "metric"]) == {"reward"}
+
+
 def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
     """KTO and ORPO (shipped rule files) and Preferred-FT (the README's rule file, which only
     the test's copy of the workflow has) next to the dpo rule's variant: rows in summary.csv
@@ -102,7 +130,7 @@ def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
     work, spec = smoke
     config = spec.config
     study = work / "results" / "smoke"
-    table = pd.read_csv(study / "summary.csv")
+    table = pd.read_csv(study / "summary_by_seed.csv")
     assert list(table.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
     n_rows = len(config["generation"]["temperatures"]) * len(config["judges"])
     series = json.loads((study / "plots" / "series.json").read_text())
@@ -114,8 +142,9 @@ def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
         assert len(rows) == n_rows and (rows["loss"] == rule).all(), variant
         assert (rows["skipped_sft"] == skipped).all(), variant  # ORPO starts from the base model
         assert rows[["reward_mean", "kl_mean", "win_rate", "lc_win_rate", "length_mean"]].notna().all().all(), variant
-        for plot in PLOTS:
-            assert any(label.startswith(variant) for label in series[plot]), (plot, variant, series[plot])
+        for plot in PLOTS:  # a legend entry, a row or a point label
+            shown = series[plot]["legend"] + series[plot]["rows"] + series[plot]["labels"]
+            assert any(label.startswith(variant) for label in shown), (plot, variant, shown)
         policy = rows["policy"].iloc[0]
         training = finished[f"{rule}/{policy}"]
         assert training.data.tags["loss"] == rule and training.data.tags["stage"] == "dpo"

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dpolab.report import PLOTS, SUMMARY_COLUMNS, summary_html, summary_table, write_plots
+from dpolab.report import SUMMARY_COLUMNS, summary_html, summary_table
 
 TEMPERATURES = (0.0, 1.0)
 JUDGES = ("gold", "vader")
@@ -92,21 +92,6 @@ def test_summary_refuses_incomplete_inputs(tmp_path, metric_files, win_rates):
     shifted.loc[rows, "temperature"] = np.nextafter(shifted.loc[rows, "temperature"].to_numpy(), 2.0)
     with pytest.raises(ValueError, match=f"win rates of judge {first_judge} .* match no evaluated policy"):
         summary_table(metric_files, shifted)
-
-
-def test_plots_are_written(metric_files, win_rates, tmp_path):
-    table = summary_table(metric_files, win_rates)
-    rng = np.random.default_rng(0)
-    scores = pd.DataFrame({"policy": table["policy"].repeat(3).to_numpy(), "judge": "gold", "temperature": 1.0,
-                           "completion_tokens": rng.integers(5, 30, size=3 * len(table)), "score": rng.random(3 * len(table))})
-    paths = write_plots(table, scores, tmp_path / "plots", primary_judge="gold", score_judge="gold")
-    assert sorted(p.name for p in paths) == sorted([*(f"{name}.png" for name in PLOTS), "series.json"])
-    series = json.loads((tmp_path / "plots" / "series.json").read_text())
-    assert set(series) == set(PLOTS)
-    for name in PLOTS:  # every plot shows every grid variant (legend entry or row label)
-        for variant in table.loc[table["variant"] != "sft", "variant"].unique():
-            assert any(variant in label for label in series[name]), (name, variant, series[name])
-    assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 5000 for p in paths if p.suffix == ".png")
 
 
 def test_summary_html_has_a_section_per_judge_and_every_row(metric_files, win_rates):

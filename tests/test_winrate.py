@@ -6,6 +6,7 @@ import pytest
 from scipy import special
 
 from dpolab.judges import combine_orders, position_bias, preference_from_scores
+from dpolab.simulate import SCENARIOS, simulate_judgments, true_lc_win_rates
 from dpolab.winrate import LCSettings, fit_lc_model, lc_win_rates, spearman, win_rate
 
 
@@ -87,3 +88,41 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def _lc_points(scenario, studies: int, baseline_length: bool = True) -> np.ndarray:
+    points = []
+    for study in range(studies):
+        frame = simulate_judgments(scenario, study)
+        fit = fit_lc_model(frame if baseline_length else frame.drop(columns="baseline_length"), LCSettings())
+        rates = fit.lc_win_rates()
+        points.append([rates[f"p{i}"] for i in range(len(scenario.strengths))])
+    return np.array(points)
+
+
+@pytest.mark.parametrize("name", ["independent", "difficulty_follows_baseline_length"])
+def test_lc_is_unbiased_when_difficulty_follows_the_baselines_length(name):
+    """100 simulated studies per scenario (dpolab.simulate): the mean LC estimate of each policy
+    (one 0.7x as long as SFT, one 1.4x) lands within 0.03 of the truth. Without the baseline-length
+    term, the coupled scenario biases the shorter policy's LC up by about 0.1."""
+    scenario = SCENARIOS[name]
+    truth = true_lc_win_rates(scenario)
+    bias = _lc_points(scenario, 100).mean(axis=0) - truth
+    assert np.abs(bias).max() < 0.03, bias
+    if name == "difficulty_follows_baseline_length":
+        before = _lc_points(scenario, 100, baseline_length=False).mean(axis=0) - truth
+        assert before[0] > 0.07, before  # the failure the term fixes: the shorter policy (p0) up
+
+
+def test_all_ties_give_exactly_one_half():
+    frame = simulate_judgments(SCENARIOS["independent"], 0).assign(preference=0.5)
+    table = lc_win_rates(frame, LCSettings(resamples=20)).set_index("policy")
+    assert (table["lc_win_rate"] == 0.5).all() and (table["win_rate"] == 0.5).all()
+    assert (table["lc_win_rate_ci_low"] == 0.5).all() and (table["lc_win_rate_ci_high"] == 0.5).all()
+
+
+def test_every_lc_interval_contains_its_point_estimate():
+    for study in range(10):
+        frame = simulate_judgments(SCENARIOS["strong_length_preference"], study)
+        table = lc_win_rates(frame, LCSettings(resamples=20, seed=study))
+        assert ((table["lc_win_rate_ci_low"] <= table["lc_win_rate"]) & (table["lc_win_rate"] <= table["lc_win_rate_ci_high"])).all()

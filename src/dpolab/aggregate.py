@@ -126,22 +126,24 @@ def interval(draws: np.ndarray, point: float, confidence: float) -> tuple[float,
 
 def seed_prompt_table(frame: pd.DataFrame, column: str, seeds, prompts) -> np.ndarray:
     """A seeds x prompts array of `column` from rows (seed, prompt_id, column); NaN where a seed
-    has no value for a prompt. SFT's rows (no seed) give one row."""
-    if frame["seed"].isna().all():
-        row = frame.set_index("prompt_id")[column].reindex(prompts)
-        return row.to_numpy(np.float64)[None, :]
-    wide = frame.pivot_table(index="seed", columns="prompt_id", values=column, aggfunc="mean")
-    return wide.reindex(index=list(seeds), columns=prompts).to_numpy(np.float64)
+    has no value for a prompt (a repeated row is averaged). SFT's rows (no seed) give one row."""
+    one_row = frame["seed"].isna().all()
+    table = np.zeros((1 if one_row else len(seeds), len(prompts)))
+    counts = np.zeros_like(table)
+    seed_index = np.zeros(len(frame), dtype=int) if one_row else np.searchsorted(np.asarray(seeds), frame["seed"].to_numpy())
+    prompt_index = np.searchsorted(prompts, frame["prompt_id"].to_numpy())
+    np.add.at(table, (seed_index, prompt_index), frame[column].to_numpy(np.float64))
+    np.add.at(counts, (seed_index, prompt_index), 1.0)
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, table / np.maximum(counts, 1), np.nan)
 
 
 def lc_table(lc_draws: pd.DataFrame, seeds, resamples: int) -> np.ndarray:
     """The LC fit's bootstrap draws of one grid point as a seeds x draws array, repeated to
     `resamples` columns. Each LC draw refitted the model on one resample of prompts shared by
     every policy of the fit, so column r is that prompt resample."""
-    if lc_draws["seed"].isna().all():
-        wide = lc_draws.set_index("draw")["lc_win_rate"].sort_index().to_numpy(np.float64)[None, :]
-    else:
-        wide = lc_draws.pivot_table(index="seed", columns="draw", values="lc_win_rate").reindex(index=list(seeds)).to_numpy(np.float64)
+    draws = np.sort(lc_draws["draw"].unique())
+    wide = seed_prompt_table(lc_draws.rename(columns={"draw": "prompt_id"}), "lc_win_rate", seeds, draws)
     return np.resize(wide, (wide.shape[0], resamples)) if wide.shape[1] != resamples else wide
 
 
@@ -175,6 +177,16 @@ class StudyTables:
         self.judgments = self.judgments.join(identity, on="policy")
         self.lc_draws = self.lc_draws.join(identity, on="policy")
         self.seeds = sorted(self.by_seed["seed"].dropna().astype(int).unique().tolist()) or [0]
+        # each table's rows by grid point, once: the aggregation looks them up for every cell
+        self.groups = {name: {key: rows for key, rows in frame.groupby(
+            [frame["variant"], frame["beta"].fillna(-1.0).round(12), frame["temperature"].astype(float).round(12)], sort=False)}
+            for name, frame in (("outcomes", self.outcomes), ("judgments", self.judgments), ("lc_draws", self.lc_draws))}
+
+    def rows(self, name: str, variant: str, beta: float | None, temperature: float) -> pd.DataFrame:
+        """The rows of table `name` of one grid point (beta None: SFT) at one temperature."""
+        key = (variant, -1.0 if beta is None else round(float(beta), 12), round(float(temperature), 12))
+        frame = getattr(self, name)
+        return self.groups[name].get(key, frame.iloc[:0])
 
 
 def _cells(by_seed: pd.DataFrame):
@@ -186,19 +198,15 @@ def _cells(by_seed: pd.DataFrame):
 def _metric_tables(tables: StudyTables, variant: str, beta: float | None, temperature: float, judge: str,
                    prompts: np.ndarray, resamples: int) -> dict[str, np.ndarray]:
     """Every metric of one grid point as a seeds x prompts table (LC: seeds x draws)."""
-    def rows(frame):
-        mine = frame[(frame["variant"] == variant) & np.isclose(frame["temperature"], temperature)]
-        return mine if beta is None else mine[np.isclose(mine["beta"], beta)]
-
-    outcomes = rows(tables.outcomes)
+    outcomes = tables.rows("outcomes", variant, beta, temperature)
     found = {name: seed_prompt_table(outcomes, column, tables.seeds, prompts) for name, column in PROMPT_METRICS.items()}
-    judged = rows(tables.judgments)
+    judged = tables.rows("judgments", variant, beta, temperature)
     judged = judged[judged["judge"] == judge]
     for opponent, name in (("sft", "win_rate"), ("chosen", "win_rate_vs_chosen")):
         against = judged[judged["opponent"] == opponent]
         if len(against):
             found[name] = seed_prompt_table(against, "preference", tables.seeds, prompts)
-    lc = rows(tables.lc_draws)
+    lc = tables.rows("lc_draws", variant, beta, temperature)
     lc = lc[lc["judge"] == judge]
     if len(lc):
         found["lc_win_rate"] = lc_table(lc, tables.seeds, resamples)

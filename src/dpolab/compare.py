@@ -64,6 +64,7 @@ def pointwise_judgments(scored: pd.DataFrame, judge: str, chosen_scores: pd.Seri
         "opponent": BASELINE,
         "preference": preference_from_scores(others[column], others[f"{column}_opponent"]),
         "length_diff": others["completion_tokens"] - others["completion_tokens_opponent"],
+        "baseline_length": others["completion_tokens_opponent"],  # SFT's: a covariate of the prompt's difficulty
     }))
     if chosen_scores is not None:
         has_chosen = scored[scored["prompt_id"].isin(chosen_scores.index)]
@@ -72,6 +73,7 @@ def pointwise_judgments(scored: pd.DataFrame, judge: str, chosen_scores: pd.Seri
             "opponent": CHOSEN,
             "preference": preference_from_scores(has_chosen[column], chosen_scores.loc[has_chosen["prompt_id"]].to_numpy()),
             "length_diff": np.nan,  # the chosen text is not tokenised by the policy; length control is against SFT
+            "baseline_length": np.nan,
         }))
     return pd.concat(frames, ignore_index=True).assign(judge=judge)
 
@@ -84,7 +86,9 @@ def pairwise_judgments(verdicts: pd.DataFrame, scored: pd.DataFrame, judge: str)
     table = verdicts.merge(lengths, on=KEY, how="left", validate="many_to_one").merge(
         baseline, on=["temperature", "prompt_id"], how="left", validate="many_to_one"
     )
-    table["length_diff"] = np.where(table["opponent"] == BASELINE, table["completion_tokens"] - table["opponent_tokens"], np.nan)
+    against_sft = table["opponent"] == BASELINE
+    table["length_diff"] = np.where(against_sft, table["completion_tokens"] - table["opponent_tokens"], np.nan)
+    table["baseline_length"] = np.where(against_sft, table["opponent_tokens"], np.nan)
     return table.drop(columns=["completion_tokens", "opponent_tokens"]).assign(judge=judge)
 
 
@@ -100,7 +104,8 @@ def win_rates(judgments: pd.DataFrame, scores: pd.DataFrame, settings: CompareSe
     rows, lc_draws = [], []
     for (judge, temperature), at_t in judgments.groupby(["judge", "temperature"], sort=False):
         vs_sft = at_t[at_t["opponent"] == BASELINE]
-        lc, draws = lc_win_rates(vs_sft[["policy", "prompt_id", "preference", "length_diff"]], settings.lc, return_draws=True)
+        columns = ["policy", "prompt_id", "preference", "length_diff"] + (["baseline_length"] if "baseline_length" in vs_sft else [])
+        lc, draws = lc_win_rates(vs_sft[columns], settings.lc, return_draws=True)
         lc = lc.set_index("policy")
         lc_draws.append(draws.assign(judge=judge, temperature=float(temperature)))
         for policy in policies:

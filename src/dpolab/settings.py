@@ -203,6 +203,7 @@ class EvaluationSettings:
     lc_resamples: int = field(metadata={"help": "bootstrap resamples of the length-controlled model"})
     lc_l2: float = field(metadata={"help": "L2 penalty on the LC model's policy terms"})
     lc_difficulty_l2: float = field(metadata={"help": "L2 penalty on the LC model's prompt difficulties"})
+    matched_kl_points: int = field(default=3, metadata={"help": "KL values at which variants' frontiers are compared"})
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ rule compare:
     output:
         judgments=f"{STUDY}/compare/judgments.parquet",
         scores=f"{STUDY}/compare/scores.parquet",
+        outcomes=f"{STUDY}/compare/outcomes.parquet",  # per prompt: reward, KL, lengths (the seed aggregation's input)
+        lc_draws=f"{STUDY}/compare/lc_draws.parquet",  # the LC fits' bootstrap draws, paired over policies
         win_rates=report(f"{STUDY}/compare/win_rates.csv", caption="../report/win_rates.rst", category="Summary"),
         length=f"{STUDY}/compare/length_analysis.json",
     params:

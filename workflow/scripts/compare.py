@@ -5,7 +5,8 @@ import mlflow
 import pandas as pd
 
 from dpolab import jobs
-from dpolab.compare import CompareSettings, dataset_responses, length_analysis, pairwise_judgments, pointwise_judgments, score_table, win_rates
+from dpolab.compare import (CompareSettings, dataset_responses, length_analysis, outcome_table, pairwise_judgments,
+                            pointwise_judgments, score_table, win_rates)
 from dpolab.judge_factory import make_judge, prompts_for
 
 study, inputs, outputs = jobs.study_of(snakemake), snakemake.input, snakemake.output
@@ -31,11 +32,13 @@ with jobs.job(snakemake, "compare", params={"evaluation": study.section("evaluat
         frames.append(pairwise_judgments(pd.read_parquet(verdict_file), scored, name))
     judgments = pd.concat(frames, ignore_index=True)
     scores = score_table(scored, study.pointwise_judges)
-    rates = win_rates(judgments, scores, settings, snakemake.params.policies)
+    rates, lc_draws = win_rates(judgments, scores, settings, snakemake.params.policies, return_lc_draws=True)
     analysis = length_analysis(scored, scores, json.loads(Path(inputs.pair_stats).read_text()), rates)
 
     judgments.to_parquet(outputs.judgments, index=False)
     scores.to_parquet(outputs.scores, index=False)
+    outcome_table(scored).to_parquet(outputs.outcomes, index=False)
+    lc_draws.to_parquet(outputs.lc_draws, index=False)
     rates.to_csv(outputs.win_rates, index=False)
     Path(outputs.length).write_text(json.dumps(analysis, indent=2))
     print(rates.to_string(index=False))
