@@ -107,6 +107,31 @@ def test_outputs_match_the_local_run(smoke_studies):
     assert local_summary[keys].sort_values(keys).values.tolist() == slurm_summary[keys].sort_values(keys).values.tolist()
 
 
+def test_two_launches_agree_byte_for_byte(smoke_studies):
+    """Determinism: the same study launched twice from nothing (locally, three jobs side by side
+    against sqlite; on SLURM, in another order, against a tracking server, with two jobs lost and
+    rerun) writes the same bytes for every stage they share: the SFT model, the pairs, every shared
+    policy's weights and vLLM samples, and every figure of its evaluation. Every job's numbers
+    depend only on its inputs, seeds and thread count. (Their summaries differ in the LC fits and
+    comparisons, which the local grid's extra variants join.)"""
+    local, slurm = smoke_studies.sqlite / "results" / "smoke", smoke_studies.server_work / "results" / "smoke"
+    temperatures = read_study(smoke_studies.sqlite / "configs" / "smoke.yaml").temperatures
+    shared = ["sft"] + [f"variant~{v}/beta~0.1/seed~0" for v in SLURM_GRID]
+    files = ["sft/model/model.safetensors", "pairs/pairs.parquet"]
+    for policy in shared[1:]:
+        files.append(f"dpo/{policy}/model/model.safetensors")
+    for policy in shared:
+        files += [f"generate/{policy}/temp~{t:g}/samples.jsonl" for t in temperatures]
+        files += [f"evaluate/{policy}/temp~{t:g}/metrics.json" for t in temperatures]
+    for name in files:
+        assert (local / name).read_bytes() == (slurm / name).read_bytes(), name
+    by_seed = [pd.read_csv(study / "summary_by_seed.csv").set_index(["policy", "temperature", "judge"]).sort_index()
+               for study in (local, slurm)]
+    common = by_seed[1].index
+    columns = ["reward_mean", "reward_ci_low", "kl_mean", "win_rate", "win_rate_ci_low", "win_rate_vs_chosen", "length_mean"]
+    pd.testing.assert_frame_equal(by_seed[0].loc[common, columns], by_seed[1][columns])
+
+
 def test_scancel_is_reported_and_the_rerun_completes(smoke_studies):
     faulty, cancelled = smoke_studies.faulty_launch, smoke_studies.lost["cancelled"]
     assert faulty.returncode != 0

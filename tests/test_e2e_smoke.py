@@ -4,8 +4,6 @@ in test_e2e_mlflow.py."""
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +13,7 @@ from dpolab.config import ROOT, read_study
 from dpolab.plots import PLOTS
 from dpolab.report import SUMMARY_COLUMNS
 
-from conftest import README_RULE_VARIANT, SMOKE_COMMAND, add_readme_rule_variant, copy_workflow, store
+from conftest import README_RULE_VARIANT, store
 
 pytestmark = pytest.mark.e2e
 RULES = ("mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo", "kto_examples", "kto", "orpo",
@@ -164,18 +162,3 @@ def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
         if path.is_file() and "__pycache__" not in path.parts and path.relative_to(work).as_posix() != README_RULE_VARIANT:
             assert path.read_bytes() == (ROOT / path.relative_to(work)).read_bytes(), path
     assert (work / "Snakefile").read_bytes() == (ROOT / "Snakefile").read_bytes()
-
-
-def test_a_second_launch_from_scratch_gives_the_same_summary(smoke_studies, tmp_path_factory):
-    """Determinism: the same study launched again from nothing (its own base model, data, SFT,
-    pairs, training, vLLM samples, judges and fits) writes a byte-identical summary.csv. Jobs
-    run side by side in another order; every job's numbers depend only on its inputs, seeds
-    and thread count."""
-    work = copy_workflow(tmp_path_factory.mktemp("again") / "work")
-    add_readme_rule_variant(work)  # the same workflow as the first launch's copy
-    run = subprocess.run(SMOKE_COMMAND, cwd=work, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500)
-    assert run.returncode == 0, run.stdout[-6000:]
-    first = (smoke_studies.sqlite / "results" / "smoke" / "summary.csv").read_text()
-    second = (work / "results" / "smoke" / "summary.csv").read_text()
-    assert len(first.splitlines()) > 1 and second == first

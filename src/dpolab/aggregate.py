@@ -257,6 +257,8 @@ def aggregate(tables: StudyTables, settings: AggregateSettings) -> tuple[pd.Data
 
 def _order(table: pd.DataFrame) -> pd.DataFrame:
     first = ["variant", "loss", "beta", "temperature", "judge", "seeds", "prompts", "skipped_sft"]
+    for name in ("reward", "kl", "win_rate", "lc_win_rate", "win_rate_vs_chosen", "length", "chars"):
+        first += [POINT[name], f"{name}_seed_sd", f"{name}_ci_low", f"{name}_ci_high"]
     table = table[[c for c in first if c in table] + [c for c in table.columns if c not in first]]
     sft_first = table["variant"].ne(SFT)
     return (table.assign(_o=sft_first).sort_values(["_o", "variant", "beta", "temperature", "judge"], kind="stable")
