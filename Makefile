@@ -66,7 +66,7 @@ dry-run: check-config
 	$(BIN)/python -m dpolab.plan $(CONFIG) results/.dry-run-$(STUDY).txt
 
 test: env
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 test-unit: env
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)

@@ -23,7 +23,10 @@ GRID = ["dpo", "kto"]
 @pytest.fixture(scope="module")
 def two_seeds(smoke_studies, tmp_path_factory):
     work = copy_study(smoke_studies.sqlite, tmp_path_factory.mktemp("seeds") / "work")
-    command = [SNAKEMAKE, "--cores", "2", "--config", f"grid={{variants: [{', '.join(GRID)}], betas: [0.1], seeds: [0, 1]}}",
+    # the pairwise judge's verdicts exist (for seed 0 only), and by mtime alone Snakemake takes them
+    # as up to date: forced, so it judges the new policies too (and everything after it reruns)
+    command = [SNAKEMAKE, "--cores", "2", "--forcerun", "pairwise_judge",
+               "--config", f"grid={{variants: [{', '.join(GRID)}], betas: [0.1], seeds: [0, 1]}}",
                "--rerun-triggers", "mtime", "--configfile", "configs/smoke.yaml"]
     done = subprocess.run(command, cwd=work, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-6000:]
