@@ -177,6 +177,7 @@ class StudyTables:
         self.judgments = self.judgments.join(identity, on="policy")
         self.lc_draws = self.lc_draws.join(identity, on="policy")
         self.seeds = sorted(self.by_seed["seed"].dropna().astype(int).unique().tolist()) or [0]
+        self.built: dict = {}  # _metric_tables' results by grid point, temperature, judge
         # each table's rows by grid point, once: the aggregation looks them up for every cell
         self.groups = {name: {key: rows for key, rows in frame.groupby(
             [frame["variant"], frame["beta"].fillna(-1.0).round(12), frame["temperature"].astype(float).round(12)], sort=False)}
@@ -197,7 +198,16 @@ def _cells(by_seed: pd.DataFrame):
 
 def _metric_tables(tables: StudyTables, variant: str, beta: float | None, temperature: float, judge: str,
                    prompts: np.ndarray, resamples: int) -> dict[str, np.ndarray]:
-    """Every metric of one grid point as a seeds x prompts table (LC: seeds x draws)."""
+    """Every metric of one grid point as a seeds x prompts table (LC: seeds x draws), built once:
+    the summary, the comparisons at each beta and the frontiers all read the same tables."""
+    key = (variant, beta, float(temperature), judge, resamples)
+    if key not in tables.built:
+        tables.built[key] = _build_metric_tables(tables, variant, beta, temperature, judge, prompts, resamples)
+    return tables.built[key]
+
+
+def _build_metric_tables(tables: StudyTables, variant: str, beta: float | None, temperature: float, judge: str,
+                         prompts: np.ndarray, resamples: int) -> dict[str, np.ndarray]:
     outcomes = tables.rows("outcomes", variant, beta, temperature)
     found = {name: seed_prompt_table(outcomes, column, tables.seeds, prompts) for name, column in PROMPT_METRICS.items()}
     judged = tables.rows("judgments", variant, beta, temperature)

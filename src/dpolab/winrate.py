@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from dpolab.aggregate import interval
 from dpolab.evaluate import bootstrap_ci
 
 
@@ -162,18 +163,17 @@ def lc_win_rates(frame: pd.DataFrame, settings: LCSettings, *, return_draws: boo
         refit = fit_lc_model(resample, settings, start=start)
         for policy, value in refit.lc_win_rates().items():
             draws[policy].append(value)
-    alpha = (1.0 - settings.confidence) / 2.0
     rows = []
     for index, policy in enumerate(fit.policies):
         values = np.asarray(draws[policy]) if draws[policy] else np.array([point[policy]])
         # a percentile interval can miss its own point by the optimiser's tolerance: widened to hold it
-        low, high = np.quantile(values, [alpha, 1.0 - alpha])
+        low, high = interval(values, point[policy], settings.confidence)
         rows.append({
             "policy": policy,
             "win_rate": float(frame.loc[frame["policy"] == policy, "preference"].mean()),
             "lc_win_rate": point[policy],
-            "lc_win_rate_ci_low": float(min(low, point[policy])),
-            "lc_win_rate_ci_high": float(max(high, point[policy])),
+            "lc_win_rate_ci_low": low,
+            "lc_win_rate_ci_high": high,
             "lc_length_coef": float(fit.phi[index]),
             "lc_sigma": fit.sigma,
         })
