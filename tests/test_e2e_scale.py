@@ -97,7 +97,8 @@ LORA_GRID = ["dpo", "ipo", "kto", "orpo"]
 @pytest.fixture(scope="module")
 def lora_study(smoke_studies, tmp_path_factory):
     """The smoke study's policies trained again as LoRA adapters (rank 8) on its SFT model (ORPO:
-    on the base model), two of them per shared vLLM engine, through evaluate, compare and summary."""
+    on the base model), each also saved at step 1 of 2 (evaluation.checkpoints), four adapters per
+    shared vLLM engine, through evaluate, compare and summary."""
     import shutil
 
     work = copy_study(smoke_studies.sqlite, tmp_path_factory.mktemp("lora") / "work")
@@ -114,7 +115,7 @@ def lora_study(smoke_studies, tmp_path_factory):
     # LoRA's usual learning rate is an order of magnitude above full fine-tuning's: 2 steps move the adapters
     done = snakemake(work, "--cores", "2", "--config", "peft={r: 8, lora_alpha: 16}", "dpo={learning_rate: 5.0e-3}",
                      f"grid={{variants: [{', '.join(LORA_GRID)}], betas: [0.1], seeds: [0]}}",
-                     "generation={lora_serving: shared, adapters_per_engine: 2}")
+                     "generation={lora_serving: shared, adapters_per_engine: 4}", "evaluation={checkpoints: [1]}")
     return work, done
 
 
@@ -138,12 +139,45 @@ def test_lora_policies_are_adapters_and_the_study_completes(lora_study):
         assert completions(study / "generate" / f"variant~{variant}" / "beta~0.1" / "seed~0") != \
             completions(study / "generate" / "sft"), variant
     assert (study / "compare" / "win_rates.csv").is_file() and (study / "plots" / "reward_vs_kl.png").is_file()
-    # generation: two shared engines for dpo, ipo and kto; ORPO's adapter (on the base model) merged, in its own
+    # generation: two shared engines for the adapters of dpo, ipo and kto and their checkpoints (4 + 2);
+    # ORPO's adapter and its checkpoint (on the base model) merged, each in its own engine
     ran = done.stderr
-    assert "rule generate_adapters_0:" in ran and "rule generate_adapters_1:" in ran
+    assert "rule generate_adapters_0:" in ran and "rule generate_adapters_1:" in ran and "generate_adapters_2" not in ran
     first_batch = (study / "logs" / "generate" / "adapters_0.log").read_text()
-    assert "(1 of 2 in this engine)" in first_batch and "(2 of 2 in this engine)" in first_batch
+    assert "(1 of 4 in this engine)" in first_batch and "(4 of 4 in this engine)" in first_batch
+    assert "(2 of 2 in this engine)" in (study / "logs" / "generate" / "adapters_1.log").read_text()
     assert (study / "benchmarks" / "generate" / "adapters_0.tsv").is_file()
+
+
+def test_checkpoints_are_evaluated_and_trace_curves(lora_study):
+    work, _ = lora_study
+    study = work / "results" / "smoke"
+    for variant in LORA_GRID:  # each policy's adapter at step 1, sampled and evaluated as a policy of its own
+        checkpoint = study / "dpo" / f"variant~{variant}" / "beta~0.1" / "seed~0" / "step~1" / "model"
+        assert (checkpoint / "adapter_config.json").is_file(), variant
+        metrics = json.loads((study / "evaluate" / f"variant~{variant}" / "beta~0.1" / "seed~0" / "step~1" / "temp~1"
+                              / "metrics.json").read_text())
+        assert metrics["step"] == 1 and metrics["variant"] == variant and math.isfinite(metrics["kl_mean"])
+    curves = pd.read_csv(study / "checkpoints.csv")
+    trained = curves[curves["variant"] != "sft"]
+    assert set(trained["variant"]) == set(LORA_GRID) and sorted(trained["step"].unique()) == [1, 2]
+    assert len(trained) == len(LORA_GRID) * 2 * 2  # (step 1, step 2) x 2 temperatures
+    # the final step's point is the summary's
+    table = pd.read_csv(study / "summary.csv")
+    final = trained[trained["step"] == 2].merge(table[table["judge"] == "gold"], on=["variant", "beta", "temperature"])
+    assert final["kl_mean_x"].to_numpy() == pytest.approx(final["kl_mean_y"].to_numpy())
+    # checkpoints stay out of the pairwise comparisons
+    assert not pd.read_csv(study / "compare" / "win_rates.csv")["policy"].str.contains("step~").any()
+    series = json.loads((study / "plots" / "series.json").read_text())["checkpoint_frontier"]
+    assert len(series["labels"]) == len(set(series["labels"])) == len(LORA_GRID) * 2
+    assert (study / "plots" / "checkpoint_frontier.png").stat().st_size > 5000
+    # MLflow: the curves on the study run against the step; each evaluation at its training step
+    _, _, client, runs = store(work)
+    parent = json.loads((study / "mlflow" / "study_run.json").read_text())["parent_run_id"]
+    history = client.get_metric_history(parent, "checkpoints/dpo/beta_0.1/temp_1/reward_mean")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    evaluation = [r for r in runs if r.info.run_name == "evaluate/policy~variant~dpo/beta~0.1/seed~0/step~1"]
+    assert evaluation and client.get_metric_history(evaluation[-1].info.run_id, "kl_mean/temp_1")[0].step == 1
 
 
 def test_lora_runs_in_mlflow(lora_study):

@@ -387,3 +387,43 @@ def comparisons(tables: StudyTables, summary: pd.DataFrame, draws: dict, setting
     columns = ["comparison", "variant_a", "variant_b", "beta", "kl", "temperature", "judge", "metric",
                "value_a", "value_b", "difference", "ci_low", "ci_high", "excludes_zero"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+# ---- checkpoints: each (variant, beta)'s path from SFT to its final policy ------------------------
+CURVE_KEYS = ["variant", "loss", "beta", "step", "temperature"]
+CURVE_METRICS = ["kl_mean", "reward_mean", "length_mean"]
+
+
+def checkpoint_curves(metrics: pd.DataFrame, final_steps: dict[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per seed and over seeds, each policy's (KL, reward) at its training steps
+    (evaluation.checkpoints and the final step), SFT as step 0 of every curve: `metrics` holds
+    evaluate's metrics.json rows (columns policy, variant, loss, beta, seed, step, temperature,
+    kl_mean, reward_mean, ...). Over seeds: the mean and the spread (sd) across seeds at each step;
+    the per-seed rows keep each evaluation's interval over prompts. A row without its step (evaluated
+    before steps were recorded) is SFT's step 0 or its variant's last step (`final_steps`)."""
+    metrics = metrics.copy()
+    if "step" not in metrics:
+        metrics["step"] = np.nan
+    unknown = metrics["step"].isna()
+    metrics.loc[unknown & metrics["variant"].eq(SFT), "step"] = 0
+    for variant, step in (final_steps or {}).items():
+        metrics.loc[unknown & metrics["variant"].eq(variant) & ~metrics["policy"].str.contains("/step~"), "step"] = step
+    missing = [c for c in ["policy", "seed", *CURVE_KEYS, *CURVE_METRICS] if c not in metrics]
+    if missing or metrics["step"].isna().any():
+        what = f"columns {missing}" if missing else f"the step of {metrics.loc[metrics['step'].isna(), 'policy'].iloc[0]}"
+        raise ValueError(f"metrics lack {what} (metrics.json written by an older dpolab: rerun evaluate)")
+    by_seed = metrics[["policy", "seed", *CURVE_KEYS, *CURVE_METRICS,
+                       *[c for c in ("reward_ci_low", "reward_ci_high") if c in metrics]]].copy()
+    by_seed["seed"] = by_seed["seed"].astype("Int64")
+    by_seed["step"] = by_seed["step"].astype(int)
+    order = by_seed["variant"].ne(SFT)
+    by_seed = (by_seed.assign(_o=order).sort_values(["_o", "variant", "beta", "seed", "temperature", "step"], kind="stable")
+               .drop(columns="_o").reset_index(drop=True))
+    keyed = by_seed.assign(loss=by_seed["loss"].fillna(""), beta=by_seed["beta"].fillna(0.0))
+    grouped = keyed.groupby(CURVE_KEYS, sort=False)
+    curves = grouped[CURVE_METRICS].mean()
+    spread = grouped[["kl_mean", "reward_mean"]].std(ddof=1).rename(columns=lambda c: c.replace("_mean", "_seed_sd"))
+    curves = curves.join(spread).join(grouped.size().rename("seeds")).reset_index()
+    curves.loc[curves["variant"] == SFT, "beta"] = np.nan
+    columns = [*CURVE_KEYS, "seeds", "kl_mean", "kl_seed_sd", "reward_mean", "reward_seed_sd", "length_mean"]
+    return by_seed, curves[columns]

@@ -378,7 +378,9 @@ def resolve_variant(config: dict, name: str, *, dpo_schema: dict) -> Variant:
         return Variant(name, "dpo", spec["loss"], freeze(checked), betas, "sft")
     settings = check_rule_variant(spec["rule"], {**params, **({"starts_from": spec["starts_from"]} if "starts_from" in spec
                                                               else {})}, where=where, dpo_section=config["dpo"], dpo_schema=dpo_schema)
-    return Variant(name, spec["rule"], spec["rule"], freeze(settings), betas, settings["starts_from"])
+    # the shipped rule variants save checkpoints (jobs.train_policy); a user's rule file is not asked to
+    return Variant(name, spec["rule"], spec["rule"], freeze(settings), betas, settings["starts_from"],
+                   checkpointed=spec["rule"] in RULE_VARIANTS)
 
 
 def resolved_entry(spec: dict, variant: Variant) -> dict:
@@ -466,6 +468,22 @@ def check_study(config: dict, variants: dict[str, Variant]) -> None:
         raise ConfigError("data.test_fraction: data.eval_fraction + data.test_fraction must be below 1")
     check_judges(config)
     check_tracking_scheme(config["mlflow"]["tracking_uri"])
+    check_checkpoints(config, variants)
+
+
+def check_checkpoints(config: dict, variants: dict[str, Variant]) -> None:
+    """Every checkpoint step comes before the end of each checkpointed variant's training (the
+    last step is the policy itself)."""
+    steps = config["evaluation"]["checkpoints"]
+    for name in dict.fromkeys(config["grid"]["variants"]):
+        if not steps or not variants[name].checkpointed:
+            continue
+        train = {**config["dpo"], **(variants[name].params.get("train") or {})}
+        late = [step for step in steps if step >= train["max_steps"]]
+        if late:
+            where = f"variants.{name}.train.max_steps" if "max_steps" in (variants[name].params.get("train") or {}) else "dpo.max_steps"
+            raise ConfigError(f"evaluation.checkpoints: step {late[0]} is not before the end of variant {name}'s training "
+                              f"({where}: {train['max_steps']}); the last step is the policy itself, give earlier steps")
 
 
 def check_hub_id(repo_id: str, where: str) -> None:

@@ -144,6 +144,12 @@ def _legend_outside(fig, ax, handles, shown: Shown) -> None:
     shown.legend += [h.get_label() for h in handles]
 
 
+def _legend_boxes(fig) -> list:
+    """The boxes (pixels) of the figure's legends, where no label may go."""
+    renderer = fig.canvas.get_renderer()
+    return [tuple(ax.get_legend().get_window_extent(renderer).extents) for ax in fig.axes if ax.get_legend()]
+
+
 def _finish(fig, path: Path, shown: Shown) -> Shown:
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -181,7 +187,7 @@ def plot_frontier(table: pd.DataFrame, path: Path, style: Style, reward_label: s
     fig.suptitle("Reward vs KL frontier (mean over seeds, bars: 95% CI over seeds and prompts)", fontsize=9)
     _legend_outside(fig, axes[0][-1], style.legend(sft_temperatures=temperatures), shown)
     fig.tight_layout()
-    placed: list = []
+    placed: list = _legend_boxes(fig)
     for ax, temperature in zip(axes[0], temperatures):
         at_t = table[np.isclose(table["temperature"], temperature)]
         points = [(r["kl_mean"], r["reward_mean"], f"β={r['beta']:g}", f"{r['variant']} β={r['beta']:g} T={temperature:g}",
@@ -353,6 +359,58 @@ def plot_score_vs_length(scores: pd.DataFrame, variants: dict, path: Path, style
     _legend_outside(fig, ax, handles, shown)
     fig.tight_layout()
     return _finish(fig, path, shown)
+
+
+def plot_checkpoint_frontier(curves: pd.DataFrame, path: Path, style: Style, reward_label: str) -> Shown:
+    """Each (variant, beta)'s path through (KL, reward) over its training steps, from SFT (step 0)
+    through its checkpoints to the final policy (the DPO paper's Fig. 2 traced over training), a
+    panel per temperature: a colour per variant, a line style per beta, points at the mean over
+    seeds, the last step labelled with its variant and beta."""
+    shown = Shown()
+    temperatures = style.temperatures
+    betas = sorted(curves.loc[curves["variant"] != SFT, "beta"].dropna().unique())
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.2 * len(temperatures) + 1.8, 4.4), sharey=True, squeeze=False)
+    ends = {}
+    for ax, temperature in zip(axes[0], temperatures):
+        at_t = curves[np.isclose(curves["temperature"], temperature)]
+        sft = at_t[at_t["variant"] == SFT]
+        for variant in style.variants:
+            for beta_index, beta in enumerate(betas):
+                rows = at_t[(at_t["variant"] == variant) & np.isclose(at_t["beta"], beta)].sort_values("step")
+                if not len(rows):
+                    continue
+                kl = np.concatenate([sft["kl_mean"], rows["kl_mean"]])
+                reward = np.concatenate([sft["reward_mean"], rows["reward_mean"]])
+                ax.plot(kl, reward, color=style.colour(variant), ls=LINESTYLES[beta_index % len(LINESTYLES)],
+                        marker=style.marker(temperature), ms=4, lw=1.2)
+                last = rows.iloc[-1]
+                ends.setdefault(temperature, []).append(
+                    (last["kl_mean"], last["reward_mean"], f"{variant} β={beta:g}",
+                     f"{variant} β={beta:g} T={temperature:g}", style.colour(variant)))
+        ax.scatter(sft["kl_mean"], sft["reward_mean"], color="black", marker=style.marker(temperature), s=60, zorder=3)
+        ax.set_title(f"T={temperature:g}")
+        ax.set_xlabel("KL(policy || reference), nats per sample")
+    axes[0][0].set_ylabel(reward_label)
+    last_step = int(curves["step"].max())
+    fig.suptitle(f"Reward vs KL over training: SFT (step 0), checkpoints, last step {last_step} labelled (mean over seeds)", fontsize=9)
+    beta_lines = [Line2D([], [], color="grey", ls=LINESTYLES[i % len(LINESTYLES)], label=f"β={b:g}") for i, b in enumerate(betas)]
+    _legend_outside(fig, axes[0][-1], style.legend(sft_temperatures=temperatures, extra=beta_lines), shown)
+    fig.tight_layout()
+    placed: list = _legend_boxes(fig)
+    for ax, temperature in zip(axes[0], temperatures):
+        place_labels(ax, ends.get(temperature, []), placed, shown)
+    return _finish(fig, path, shown)
+
+
+def write_checkpoint_plot(curves: pd.DataFrame, out_dir: Path, *, reward_label: str, variants: list[str] | None = None) -> Path:
+    """plots/checkpoint_frontier.png from checkpoints.csv's rows, its labels added to plots/series.json."""
+    path = out_dir / "checkpoint_frontier.png"
+    shown = plot_checkpoint_frontier(curves, path, Style.of(curves, variants), reward_label)
+    series_file = out_dir / "series.json"
+    series = json.loads(series_file.read_text()) if series_file.exists() else {}
+    series["checkpoint_frontier"] = vars(shown)
+    series_file.write_text(json.dumps(series, indent=2, ensure_ascii=False))
+    return path
 
 
 def write_plots(summary: pd.DataFrame, scores: pd.DataFrame, policy_variants: dict[str, str], out_dir: Path, *,

@@ -30,7 +30,8 @@ def summary_table(metric_files: list[Path], win_rates: pd.DataFrame, skipped_sft
     empty rather than absent, so every summary.csv has the same columns. `skipped_sft`
     (policy -> whether its training started from the base model, from the config's grid)
     marks the policies that never went through SFT (e.g. ORPO)."""
-    metrics = pd.DataFrame([json.loads(Path(f).read_text()) for f in metric_files])
+    # a policy's training step (checkpoints.csv's axis) is not a column of the final policies' table
+    metrics = pd.DataFrame([json.loads(Path(f).read_text()) for f in metric_files]).drop(columns="step", errors="ignore")
     if skipped_sft is not None:
         unknown = sorted(set(metrics["policy"]) - set(skipped_sft))
         if unknown:

@@ -204,6 +204,14 @@ class EvaluationSettings:
     lc_l2: float = field(metadata={"help": "L2 penalty on the LC model's policy terms"})
     lc_difficulty_l2: float = field(metadata={"help": "L2 penalty on the LC model's prompt difficulties"})
     matched_kl_points: int = field(default=3, metadata={"help": "KL values at which variants' frontiers are compared"})
+    checkpoints: tuple[int, ...] = field(
+        default=(), metadata={"help": "training steps at which policies are also saved, sampled and evaluated"})
+
+    def __post_init__(self):
+        steps = tuple(sorted(int(s) for s in self.checkpoints))
+        if any(s < 1 for s in steps) or len(set(steps)) != len(steps):
+            raise ValueError(f"evaluation.checkpoints: must be distinct training steps >= 1, got {list(self.checkpoints)}")
+        object.__setattr__(self, "checkpoints", steps)  # frozen: a sorted tuple
 
 
 @dataclass(frozen=True)

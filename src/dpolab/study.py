@@ -33,7 +33,8 @@ def format_value(value) -> str:
 
 
 def parse_policy(policy: str) -> dict[str, str]:
-    """`variant~v/beta~b/seed~s` -> {"variant": v, "beta": b, "seed": s}; `sft` -> {}."""
+    """`variant~v/beta~b/seed~s` -> {"variant": v, "beta": b, "seed": s}; `sft` -> {}. A checkpoint
+    of a policy (`.../seed~s/step~n`, evaluation.checkpoints) adds "step": n."""
     return {} if policy == "sft" else dict(part.split("~", 1) for part in policy.split("/"))
 
 
@@ -67,6 +68,10 @@ class Variant:
         metadata={"help": "the loss's parameters with defaults, or the rule variant's settings with defaults"})
     betas: tuple[float, ...] = field(metadata={"help": "its own betas, or the grid's"})
     starts_from: str = field(default="sft", metadata={"help": "the model training starts from: sft, or base (SFT skipped)"})
+    checkpointed: bool = field(
+        default=True,
+        metadata={"help": "its rule saves the policy at evaluation.checkpoints (the dpo rule and the shipped rule "
+                          "variants do; a user's rule file does not)"})
 
     def __post_init__(self):
         if self.starts_from not in STARTS_FROM:
@@ -143,8 +148,11 @@ class Study:
     def _points_by_key(self) -> dict[tuple[str, str, int], GridPoint]:
         return {(p.variant, format_value(p.beta), p.seed): p for p in self.points}
 
-    def point(self, variant: str, beta: str | float, seed: str | int) -> GridPoint:
-        """The grid point of a path's wildcards (beta and seed as written in paths, or numbers)."""
+    def point(self, variant: str, beta: str | float, seed: str | int, step: str | int | None = None) -> GridPoint:
+        """The grid point of a path's wildcards (beta and seed as written in paths, or numbers);
+        `step`, from a checkpoint policy's id, names one of the point's checkpoints (checked)."""
+        if step is not None and int(step) not in self.evaluation.checkpoints:
+            raise KeyError(f"step {step} is not in evaluation.checkpoints {list(self.evaluation.checkpoints)}")
         key = (variant, format_value(float(beta)), int(seed))
         try:
             return self._points_by_key[key]
@@ -155,6 +163,23 @@ class Study:
     def policies(self) -> list[str]:
         """Policy ids as used in paths: `sft` and one `variant~v/beta~b/seed~s` per grid point."""
         return ["sft"] + [p.path for p in self.points]
+
+    @property
+    def checkpoint_policies(self) -> list[str]:
+        """A policy id per checkpoint (`variant~v/beta~b/seed~s/step~n`, evaluation.checkpoints) of
+        each grid point whose rule saves checkpoints: sampled and evaluated like a policy, kept out
+        of the pairwise judges, win rates and summary rows (checkpoints.csv has them)."""
+        return [f"{p.path}/step~{step}" for p in self.points if self.variants[p.variant].checkpointed
+                for step in self.evaluation.checkpoints]
+
+    @property
+    def evaluated_policies(self) -> list[str]:
+        """Every policy the generate and evaluate rules serve: the final ones and their checkpoints."""
+        return self.policies + self.checkpoint_policies
+
+    def trained_steps(self, variant: str) -> int:
+        """The steps a variant's policies train for (dpo.max_steps, or its `train:` override)."""
+        return self.train_settings(variant).max_steps
 
     @property
     def betas(self) -> list[float]:
@@ -251,7 +276,7 @@ class Study:
         those trained on the SFT model (a policy from the base model has another base)."""
         if not self.shared_engine:
             return []
-        policies = [point.path for point in self.points if point.starts_from == "sft"]
+        policies = [policy for policy in self.evaluated_policies[1:] if self.point(**parse_policy(policy)).starts_from == "sft"]
         size = self.generation.adapters_per_engine
         return [policies[i:i + size] for i in range(0, len(policies), size)]
 

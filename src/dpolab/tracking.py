@@ -203,6 +203,36 @@ def log_study_results(study_run_file: Path | str, *, table, files: list, folders
             client.log_artifact(parent, str(path), artifact_path=folder)
 
 
+def curve_metrics(curves) -> list:
+    """checkpoints.csv's rows over seeds as MLflow metrics at their training steps, one series per
+    (variant, beta, temperature) and figure: `checkpoints/<variant>/beta_<b>/temp_<t>/reward_mean`, so
+    the MLflow UI charts each curve against the step (SFT is step 0 of every series)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    sft = curves[curves["variant"] == "sft"]
+    metrics = []
+    for (variant, beta, temperature), rows in curves[curves["variant"] != "sft"].groupby(["variant", "beta", "temperature"]):
+        start = sft[sft["temperature"] == temperature]
+        for _, row in pd.concat([start, rows]).iterrows():
+            for figure in ("reward_mean", "kl_mean"):
+                key = f"checkpoints/{variant}/beta_{beta:g}/temp_{temperature:g}/{figure}"
+                metrics.append(Metric(key, float(row[figure]), now, int(row["step"])))
+    return metrics
+
+
+def log_checkpoint_curves(study_run_file: Path | str, curves) -> int:
+    """The checkpoint curves (curve_metrics) on the study's parent run; returns how many points."""
+    info = json.loads(Path(study_run_file).read_text())
+    client = MlflowClient(info["tracking_uri"])
+    metrics = curve_metrics(curves)
+    for start in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics a call
+        client.log_batch(info["parent_run_id"], metrics=metrics[start:start + 1000])
+    return len(metrics)
+
+
 def read_benchmark(path: Path) -> dict[str, float]:
     """The last row of a Snakemake benchmark file (a job repeated with `repeat()` keeps the
     last), as {column: value} for its numeric columns ("h:m:s" and "NA" entries drop out)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from dpolab import losses
@@ -106,11 +107,34 @@ def save_model(trainer, tokenizer, model_dir: Path) -> None:
     (model_dir / "training_args.json").write_text(trainer.args.to_json_string())
 
 
-def train_and_save(trainer, tokenizer, out_dir: Path) -> dict:
-    """Train with tokens/s and MFU measured (dpolab.perf), then `finish_training`."""
+def checkpoint_dir(out_dir: Path, step: int) -> Path:
+    """Where a policy's checkpoint at `step` goes: a policy folder of its own (`step~n/model`),
+    which the generate and evaluate rules read as they read the final policy's."""
+    return out_dir / f"step~{step}" / "model"
+
+
+class StepSnapshots(TrainerCallback):
+    """Saves the policy (full weights, or its LoRA adapter) after each of `steps`, as the final
+    model is saved (save_model: safetensors, tokenizer, no pickle). The Trainer's own checkpoints
+    are not used: they carry the optimizer and RNG states as pickles, which no job writes."""
+
+    def __init__(self, trainer, tokenizer, steps: tuple[int, ...], out_dir: Path):
+        self.trainer, self.tokenizer, self.steps, self.out_dir = trainer, tokenizer, frozenset(steps), out_dir
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            save_model(self.trainer, self.tokenizer, checkpoint_dir(self.out_dir, state.global_step))
+        return control
+
+
+def train_and_save(trainer, tokenizer, out_dir: Path, checkpoints: tuple[int, ...] = ()) -> dict:
+    """Train with tokens/s and MFU measured (dpolab.perf), saving the policy at `checkpoints`
+    (training steps) on the way, then `finish_training`."""
     from dpolab.perf import attach_throughput
 
     attach_throughput(trainer)
+    if checkpoints:
+        trainer.add_callback(StepSnapshots(trainer, tokenizer, tuple(checkpoints), out_dir))
     return finish_training(trainer, tokenizer, trainer.train(), out_dir)
 
 
@@ -400,10 +424,11 @@ def run_dpo(
     mlflow_active: bool,
     training: TrainingSettings | None = None,
     peft: PeftSettings | None = None,
+    checkpoints: tuple[int, ...] = (),
 ) -> dict:
     """One grid point: train the SFT policy on the pairs with the registry loss (with `peft`, a
     LoRA adapter on the SFT model; the reference log-probs are still the SFT model's, read from
-    the dataset, never the adapter switched off)."""
+    the dataset, never the adapter switched off), saved at `checkpoints` on the way."""
     if reference_meta.get("max_length") != cfg.max_length:
         raise ValueError(
             f"dpo.max_length={cfg.max_length} differs from the reference log-probs' max_length="
@@ -421,12 +446,13 @@ def run_dpo(
         loss_params=loss_params,
         peft_config=peft.lora_config() if peft else None,
     )
-    return train_and_save(trainer, tokenizer, out_dir)
+    return train_and_save(trainer, tokenizer, out_dir, checkpoints)
 
 
 def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: float, desirable_weight: float,
             undesirable_weight: float, seed: int, out_dir: Path, use_cpu: bool, mlflow_active: bool,
-            training: TrainingSettings | None = None, peft: PeftSettings | None = None) -> dict:
+            training: TrainingSettings | None = None, peft: PeftSettings | None = None,
+            checkpoints: tuple[int, ...] = ()) -> dict:
     """KTO on unpaired (prompt, completion, label) examples with TRL's KTOTrainer. The
     reference is the starting model: TRL computes its log-probs once before training
     (precompute_ref_log_probs), including those of the mismatched completions of the KL term."""
@@ -449,12 +475,12 @@ def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: 
     dataset = Dataset.from_pandas(examples, preserve_index=False)
     trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft.lora_config() if peft else None)
-    return train_and_save(trainer, tokenizer, out_dir)
+    return train_and_save(trainer, tokenizer, out_dir, checkpoints)
 
 
 def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: float, seed: int, out_dir: Path,
              use_cpu: bool, mlflow_active: bool, training: TrainingSettings | None = None,
-             peft: PeftSettings | None = None) -> dict:
+             peft: PeftSettings | None = None, checkpoints: tuple[int, ...] = ()) -> dict:
     """ORPO with TRL's ORPOTrainer (trl.experimental): NLL of the chosen response minus
     beta * log sigmoid(log odds(chosen) - log odds(rejected)), odds from length-averaged
     log-probs as in the paper; no reference model."""
@@ -472,4 +498,4 @@ def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: fl
     )
     trainer = ORPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
                           peft_config=peft.lora_config() if peft else None)
-    return train_and_save(trainer, tokenizer, out_dir)
+    return train_and_save(trainer, tokenizer, out_dir, checkpoints)

@@ -27,6 +27,11 @@ config.update(study.to_dict())
 
 STUDY = study.results_dir
 POLICIES = study.policies
+# evaluation.checkpoints: each policy's checkpoints go through generate and evaluate as policies of
+# their own (`variant~v/beta~b/seed~s/step~n`); the pairwise judges, win rates and summary rows see
+# the final policies only (POLICIES).
+CHECKPOINT_POLICIES = study.checkpoint_policies
+EVALUATED_POLICIES = study.evaluated_policies
 TEMPERATURES = study.temperature_labels
 DEVICE = study.device
 POLICY_TEMPERATURES = [(p, t) for p in POLICIES for t in TEMPERATURES]  # explicit order for study-wide rules
@@ -47,7 +52,7 @@ wildcard_constraints:
     variant=_one_of(study.grid_variants),
     beta=_one_of(format_value(b) for b in study.betas),
     seed=_one_of(study.seeds),
-    policy=_one_of(POLICIES),
+    policy=_one_of(EVALUATED_POLICIES),
     temperature=_one_of(TEMPERATURES),
     judge=_one_of(study.config["judges"]),
 
@@ -132,6 +137,12 @@ def variants_of(rule_name):
 POLICY_DIR = f"{STUDY}/dpo/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}"
 
 
+def checkpoint_outputs():
+    """A training rule's outputs at evaluation.checkpoints (dpolab.train.StepSnapshots writes them):
+    `**checkpoint_outputs()` in its output. A rule without them trains no checkpoints."""
+    return {f"step_{step}": directory(f"{POLICY_DIR}/step~{step}/model") for step in study.evaluation.checkpoints}
+
+
 def policy_log(rule_name):
     return f"{STUDY}/logs/{rule_name}/variant~{{variant}}/beta~{{beta}}/seed~{{seed}}.log"
 
@@ -162,7 +173,7 @@ def policy_start_model(wildcards):
 
 # ---- generation: one vLLM engine per policy, or per batch of LoRA policies on the SFT model --------
 ADAPTER_BATCHES = study.adapter_batches
-OWN_ENGINE_POLICIES = [p for p in POLICIES if not any(p in batch for batch in ADAPTER_BATCHES)]
+OWN_ENGINE_POLICIES = [p for p in EVALUATED_POLICIES if not any(p in batch for batch in ADAPTER_BATCHES)]
 
 
 def shared_engine_resources(policies):

@@ -10,6 +10,7 @@ rule dpo:
     output:
         model=directory(f"{POLICY_DIR}/model"),
         train_log=f"{POLICY_DIR}/train_log.json",
+        **checkpoint_outputs(),
     log:
         policy_log("dpo"),
     benchmark:

@@ -3,6 +3,7 @@ rule summary:
         unpack(judge_accuracy),
         study_run=STUDY_RUN,
         metrics=[f"{STUDY}/evaluate/{p}/temp~{t}/metrics.json" for p, t in POLICY_TEMPERATURES],
+        checkpoint_metrics=[f"{STUDY}/evaluate/{p}/temp~{t}/metrics.json" for p in CHECKPOINT_POLICIES for t in TEMPERATURES],
         win_rates=f"{STUDY}/compare/win_rates.csv",
         scores=f"{STUDY}/compare/scores.parquet",
         outcomes=f"{STUDY}/compare/outcomes.parquet",
@@ -24,6 +25,11 @@ rule summary:
         temperature=report(f"{STUDY}/plots/win_rate_vs_temperature.png", caption="../report/win_rate_vs_temperature.rst", category="Plots"),
         score_length=report(f"{STUDY}/plots/score_vs_length.png", caption="../report/score_vs_length.rst", category="Plots"),
         series=f"{STUDY}/plots/series.json",
+        # evaluation.checkpoints: each (variant, beta)'s curve over training steps
+        **({"checkpoints": report(f"{STUDY}/checkpoints.csv", caption="../report/checkpoints.rst", category="Summary"),
+            "checkpoints_by_seed": f"{STUDY}/checkpoints_by_seed.csv",
+            "checkpoint_plot": report(f"{STUDY}/plots/checkpoint_frontier.png", caption="../report/checkpoint_frontier.rst",
+                                      category="Plots")} if CHECKPOINT_POLICIES else {}),
         data_card=f"{STUDY}/data_card.json",  # the data job's card with the accuracy of the judge trained in the study
         config=f"{STUDY}/resolved_config.yaml",
     params:

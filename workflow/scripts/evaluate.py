@@ -14,10 +14,13 @@ from dpolab.judges import GoldJudge, VaderJudge
 study, wildcards, inputs, outputs = jobs.study_of(snakemake), snakemake.wildcards, snakemake.input, snakemake.output
 ev, judge_specs = study.evaluation, study.section("judges")
 if wildcards.policy == "sft":
-    identity, skipped_sft = {"variant": "sft", "loss": "", "beta": None, "seed": None}, False
+    identity, skipped_sft = {"variant": "sft", "loss": "", "beta": None, "seed": None, "step": 0}, False
 else:
-    point = study.point(**parse_policy(wildcards.policy))
-    identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed}
+    parts = parse_policy(wildcards.policy)
+    point = study.point(**parts)
+    # the training step of this policy: a checkpoint's, or the last one for the final policy
+    step = int(parts.get("step", study.trained_steps(point.variant)))
+    identity = {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed, "step": step}
     skipped_sft = point.skipped_sft
 
 with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skipped_sft": str(skipped_sft).lower()}, params={"evaluation": study.section("evaluation"), "judges": judge_specs}):
@@ -54,8 +57,9 @@ with jobs.job(snakemake, "evaluate", tags={**jobs.temperatures_tag(study), "skip
         Path(metrics_file).write_text(json.dumps(metrics, indent=2))
         scored = samples.assign(policy=wildcards.policy)
         scored.drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
-        step = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")}
-        mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in step.items()})
+        values = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")}
+        # at the policy's training step: a policy's checkpoints and its final evaluation line up in MLflow
+        mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in values.items()}, step=identity["step"])
         score_columns = (["gold_score", "vader_score"] if gold else []) + [f"score_{name}" for name in study.pointwise_judges]
         mlflow.log_table(
             samples[["prompt_id", "prompt", "completion", *score_columns, "completion_tokens"]],

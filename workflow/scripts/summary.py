@@ -6,8 +6,8 @@ import pandas as pd
 import yaml
 
 from dpolab import jobs, tracking
-from dpolab.aggregate import AggregateSettings
-from dpolab.plots import write_plots
+from dpolab.aggregate import AggregateSettings, checkpoint_curves
+from dpolab.plots import write_checkpoint_plot, write_plots
 from dpolab.report import study_summary, summary_html
 
 inputs, outputs, study = snakemake.input, snakemake.output, jobs.study_of(snakemake)
@@ -28,6 +28,16 @@ with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluat
     plots = write_plots(table, pd.read_parquet(inputs.scores), dict(zip(by_seed["policy"], by_seed["variant"])),
                         Path(outputs.frontier).parent, primary_judge=study.evaluation.primary_judge,
                         score_judge=snakemake.params.score_judge, reward_label=reward_label, variants=study.grid_variants)
+    if "checkpoints" in outputs.keys():
+        checkpoint_files = [Path(p) for p in (*inputs.metrics, *inputs.checkpoint_metrics)]
+        checkpoints_by_seed, curves = checkpoint_curves(pd.DataFrame([json.loads(p.read_text()) for p in checkpoint_files]),
+                                                            {v: study.trained_steps(v) for v in study.grid_variants})
+        checkpoints_by_seed.to_csv(outputs.checkpoints_by_seed, index=False)
+        curves.to_csv(outputs.checkpoints, index=False)
+        plots.append(write_checkpoint_plot(curves, Path(outputs.frontier).parent, reward_label=reward_label,
+                                           variants=study.grid_variants))
+        mlflow.log_artifact(outputs.checkpoints)
+        tracking.log_checkpoint_curves(inputs.study_run, curves)
     Path(outputs.config).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
     card = json.loads(Path(inputs.data_card).read_text())
     if "judge_accuracy" in inputs.keys():

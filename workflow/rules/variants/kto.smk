@@ -44,6 +44,7 @@ rule kto:
     output:
         model=directory(f"{POLICY_DIR}/model"),
         train_log=f"{POLICY_DIR}/train_log.json",
+        **checkpoint_outputs(),
     log:
         policy_log("kto"),
     benchmark:
