@@ -192,3 +192,21 @@ def test_matched_kl_sees_through_a_shift_along_the_same_frontier():
     assert at_kl["kl"].max() == pytest.approx(summary.loc[summary["variant"] == "near", "kl_mean"].max())
     # the chords of a concave curve through more points lie closer to it: at most a small difference left
     assert at_kl["difference"].abs().max() < 0.04, at_kl[["kl", "difference", "ci_low", "ci_high"]]
+
+
+def test_variance_components_recover_simulated_seed_and_prompt_effects():
+    from dpolab.aggregate import variance_components
+
+    rng = np.random.default_rng(11)
+    seeds, prompts = 40, 300
+    table = (0.1 + rng.normal(0, 0.3, (seeds, 1)) + rng.normal(0, 0.5, (1, prompts))
+             + rng.normal(0, 0.2, (seeds, prompts)))
+    found = variance_components(table)
+    assert found.seed == pytest.approx(0.09, rel=0.35) and found.prompt == pytest.approx(0.25, rel=0.2)
+    assert found.residual == pytest.approx(0.04, rel=0.05)
+    # more seeds narrow the interval towards the prompts-only floor, never below it
+    widths = [found.half_width(s) for s in (1, 2, 4, 8)]
+    assert widths == sorted(widths, reverse=True)
+    assert widths[-1] > found.half_width(10 ** 9) == pytest.approx(1.96 * np.sqrt(found.prompt / prompts), rel=1e-3)
+    with pytest.raises(ValueError, match="at least 2 seeds x 2 prompts"):
+        variance_components(table[:1])

@@ -427,3 +427,43 @@ def checkpoint_curves(metrics: pd.DataFrame, final_steps: dict[str, int] | None 
     curves.loc[curves["variant"] == SFT, "beta"] = np.nan
     columns = [*CURVE_KEYS, "seeds", "kl_mean", "kl_seed_sd", "reward_mean", "reward_seed_sd", "length_mean"]
     return by_seed, curves[columns]
+
+
+# ---- how many seeds: variance components of a paired difference ----------------------------------
+@dataclass(frozen=True)
+class VarianceComponents:
+    """A seeds x prompts table (e.g. variant a's reward minus variant b's, prompt by prompt) as a
+    two-way random-effects model, value = mean + seed effect + prompt effect + residual, from the
+    ANOVA mean squares (method of moments, negative estimates set to 0)."""
+
+    seed: float  # variance of the seed effects (training randomness)
+    prompt: float  # variance of the prompt effects (which prompts were drawn)
+    residual: float  # seed-by-prompt interaction and sampling noise
+    seeds: int
+    prompts: int
+
+    def half_width(self, seeds: int, prompts: int | None = None, confidence: float = 0.95) -> float:
+        """The normal-approximation half-width of the interval of the mean with `seeds` seeds on
+        `prompts` prompts (default: the study's): seeds shrink the seed and residual terms only."""
+        from scipy.stats import norm
+
+        prompts = prompts or self.prompts
+        variance = self.seed / seeds + self.prompt / prompts + self.residual / (seeds * prompts)
+        return float(norm.ppf(0.5 + confidence / 2) * np.sqrt(variance))
+
+
+def variance_components(table: np.ndarray) -> VarianceComponents:
+    """VarianceComponents of a complete seeds x prompts table (at least 2 x 2, no NaN)."""
+    table = np.asarray(table, dtype=np.float64)
+    seeds, prompts = table.shape
+    if seeds < 2 or prompts < 2 or not np.isfinite(table).all():
+        raise ValueError(f"a complete table of at least 2 seeds x 2 prompts is needed, got {seeds} x {prompts}")
+    grand = table.mean()
+    seed_means, prompt_means = table.mean(axis=1), table.mean(axis=0)
+    ms_seed = prompts * np.sum((seed_means - grand) ** 2) / (seeds - 1)
+    ms_prompt = seeds * np.sum((prompt_means - grand) ** 2) / (prompts - 1)
+    residual = table - seed_means[:, None] - prompt_means[None, :] + grand
+    ms_residual = np.sum(residual ** 2) / ((seeds - 1) * (prompts - 1))
+    return VarianceComponents(seed=max((ms_seed - ms_residual) / prompts, 0.0),
+                              prompt=max((ms_prompt - ms_residual) / seeds, 0.0),
+                              residual=float(ms_residual), seeds=seeds, prompts=prompts)
