@@ -44,15 +44,16 @@ def test_grid_points_and_policy_paths():
     study = read_study(ROOT / "configs" / "default.yaml")
     points = study.points
     # dpo, ipo, cdpo over the grid's betas; rdpo, simpo and the rule variants kto and orpo at their own
-    assert len(points) == 3 * 3 + 1 + 1 + 1 + 1
-    assert points[0].path == "variant~dpo/beta~0.05/seed~0"
-    assert study.policies[0] == "sft" and len(study.policies) == 14
-    assert [(p.variant, p.rule, p.beta, p.starts_from) for p in points if p.rule != "dpo"] == [
+    # ... each trained once per seed
+    assert study.seeds == (0, 1, 2) and len(points) == (3 * 3 + 1 + 1 + 1 + 1) * 3
+    assert [p.path for p in points[:2]] == ["variant~dpo/beta~0.05/seed~0", "variant~dpo/beta~0.05/seed~1"]
+    assert study.policies[0] == "sft" and len(study.policies) == 1 + 13 * 3
+    assert [(p.variant, p.rule, p.beta, p.starts_from) for p in points if p.rule != "dpo" and p.seed == 0] == [
         ("kto", "kto", 0.1, "sft"), ("orpo", "orpo", 0.1, "base")]
     cdpo = [p for p in points if p.variant == "cdpo"][0]
     assert cdpo.loss_params == {"label_smoothing": 0.1}
     simpo = [p for p in points if p.variant == "simpo"]
-    assert [(p.beta, p.loss_params) for p in simpo] == [(2.0, {"gamma": 1.0})]  # "betas" is not a loss parameter
+    assert [(p.beta, p.loss_params) for p in simpo] == [(2.0, {"gamma": 1.0})] * 3  # "betas" is not a loss parameter
     assert study.betas == [0.05, 0.1, 0.5, 2.0]
     assert study.point("simpo", "2", "0") is simpo[0] and study.point("dpo", 0.05, 0) is points[0]
     assert format_value(1.0) == "1" and format_value(0.05) == "0.05" and format_value(0) == "0"
