@@ -157,6 +157,15 @@ def test_comparisons_find_the_better_variant_at_each_beta_and_at_matched_kl():
     assert (at_kl["ci_low"] <= at_kl["difference"]).all() and (at_kl["difference"] <= at_kl["ci_high"]).all()
 
 
+def test_pairs_follow_the_grid_order():
+    tables = simulated_study(np.random.default_rng(4), strengths={"dpo": 0.5, "ipo": 0.0, "cdpo": 0.2}, seeds=2, betas=(0.1,))
+    settings = AggregateSettings(resamples=50, variants=("dpo", "ipo", "cdpo"))
+    summary, draws = aggregate(tables, settings)
+    table = comparisons(tables, summary, draws, settings)
+    pairs = list(dict.fromkeys(zip(table["variant_a"], table["variant_b"])))
+    assert pairs == [("dpo", "ipo"), ("dpo", "cdpo"), ("ipo", "cdpo")]
+
+
 def test_matched_kl_sees_through_a_shift_along_the_same_frontier():
     """Two variants on one frontier, one trained further along it (larger KL, larger reward): at
     each beta they differ, at matched KL they do not."""

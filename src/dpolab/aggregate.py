@@ -57,6 +57,8 @@ class AggregateSettings:
     confidence: float = field(default=0.95, metadata={"help": "level of every interval"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     matched_kl_points: int = field(default=3, metadata={"help": "KL values at which frontiers are compared"})
+    variants: tuple[str, ...] = field(
+        default=(), metadata={"help": "the grid's order of variants: pairs are (earlier, later) in it; others follow by name"})
 
     def __post_init__(self):
         if self.resamples < 1 or not 0 < self.confidence < 1 or self.matched_kl_points < 1:
@@ -289,6 +291,13 @@ def _difference_row(name: str, a: np.ndarray, b: np.ndarray, draws: CrossedDraws
             "ci_low": low, "ci_high": high, "excludes_zero": bool(low > 0 or high < 0)}
 
 
+def in_grid_order(variants, settings: AggregateSettings) -> list[str]:
+    """Variants in the grid's order (settings.variants), any others after them by name: the pairs
+    read as the config lists the variants (dpo before ipo before kto, ...)."""
+    variants = list(dict.fromkeys(variants))
+    return [v for v in settings.variants if v in variants] + sorted(v for v in variants if v not in settings.variants)
+
+
 def compare_at_beta(tables: StudyTables, summary: pd.DataFrame, draws: dict, settings: AggregateSettings) -> pd.DataFrame:
     """Every pair of variants at each beta, temperature and judge they share: the paired
     difference (a minus b) of each compared metric with its interval."""
@@ -296,7 +305,7 @@ def compare_at_beta(tables: StudyTables, summary: pd.DataFrame, draws: dict, set
     grid = summary[summary["variant"] != SFT]
     rows = []
     for (beta, temperature, judge), cell in grid.groupby(["beta", "temperature", "judge"], sort=False):
-        variants = cell["variant"].tolist()
+        variants = in_grid_order(cell["variant"], settings)
         found = {v: _metric_tables(tables, v, beta, temperature, judge, prompts, settings.resamples) for v in variants}
         points = cell.set_index("variant")["lc_win_rate"] if "lc_win_rate" in cell else None
         for a, b in combinations(variants, 2):
@@ -361,7 +370,7 @@ def compare_at_kl(tables: StudyTables, summary: pd.DataFrame, draws: dict, setti
     """Every pair of variants at each temperature: the reward of each on its frontier at matched
     KL values, the difference and its paired interval."""
     rows = []
-    variants = [v for v in summary["variant"].unique() if v != SFT]
+    variants = in_grid_order((v for v in summary["variant"] if v != SFT), settings)
     for temperature in sorted(summary["temperature"].unique()):
         fronts = {v: frontier(tables, v, float(temperature), draws[float(temperature)]) for v in variants}
         for a, b in combinations(variants, 2):

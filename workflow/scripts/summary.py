@@ -13,7 +13,8 @@ from dpolab.report import study_summary, summary_html
 inputs, outputs, study = snakemake.input, snakemake.output, jobs.study_of(snakemake)
 with jobs.job(snakemake, "summary", params={"evaluation": study.section("evaluation")}):
     ev = study.evaluation
-    settings = AggregateSettings(ev.bootstrap_resamples, ev.confidence_level, ev.seed, ev.matched_kl_points)
+    settings = AggregateSettings(ev.bootstrap_resamples, ev.confidence_level, ev.seed, ev.matched_kl_points,
+                                 variants=study.grid_variants)
     skipped_sft = {"sft": False, **{point.path: point.skipped_sft for point in study.points}}
     by_seed, table, comparisons = study_summary(
         [Path(p) for p in inputs.metrics], pd.read_csv(inputs.win_rates), pd.read_parquet(inputs.outcomes),
