@@ -23,15 +23,18 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--resamples", type=int, default=100)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--first", type=int, default=0, help="first simulated study (split a long run over processes)")
+    parser.add_argument("--without", action=argparse.BooleanOptionalAction, default=True,
+                        help="also fit the baseline (the model without the baseline-length term)")
     args = parser.parse_args()
     settings = LCSettings(resamples=args.resamples)
     for name in args.scenarios:
         scenario = SCENARIOS[name]
         truth = true_lc_win_rates(scenario)
-        for model in ("with baseline length", "without (before)"):
+        for model in ("with baseline length", "without (before)")[:2 if args.without else 1]:
             started = time.perf_counter()
             points, covered = [], []
-            for study in range(args.studies):
+            for study in range(args.first, args.first + args.studies):
                 frame = simulate_judgments(scenario, study)
                 if model.startswith("without"):
                     frame = frame.drop(columns="baseline_length")
