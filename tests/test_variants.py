@@ -244,3 +244,23 @@ def test_each_variant_is_trained_by_its_own_rule(tmp_path):
     kto = output.split("rule kto:")[1].split("\n\n")[0]
     assert "results/smoke/base/model" in orpo and "sft/model" not in orpo
     assert "results/smoke/sft/model" in kto and "unpaired/variant~kto/examples.parquet" in kto
+
+
+def test_kto_examples_job_writes_examples_and_stats_from_pairs_or_a_file(tmp_path):
+    import json
+
+    from dpolab.unpaired import make_examples
+
+    pairs = pd.DataFrame({"pair_id": [0, 1], "prompt": ["p0", "p1"], "chosen": [" good", " fine"], "rejected": [" bad", " poor"]})
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    settings = {"unpaired_data": None, "examples_per_pair": "both", "unpair_seed": 0, "desirable_weight": 1.0,
+                "undesirable_weight": 1.0, "unpaired_split": "train"}
+    stats = make_examples(settings, pairs_file=tmp_path / "pairs.parquet", examples_file=tmp_path / "ex.parquet",
+                          stats_file=tmp_path / "stats.json", log=False)
+    examples = pd.read_parquet(tmp_path / "ex.parquet")
+    assert len(examples) == 4 and examples["label"].sum() == 2 and stats["source"] == "pairs"
+    assert json.loads((tmp_path / "stats.json").read_text()) == stats
+    examples.to_json(tmp_path / "mine.jsonl", orient="records", lines=True)
+    from_file = make_examples({**settings, "unpaired_data": str(tmp_path / "mine.jsonl")}, pairs_file=None,
+                              examples_file=tmp_path / "ex2.parquet", stats_file=tmp_path / "stats2.json", log=False)
+    assert from_file["source"] == str(tmp_path / "mine.jsonl") and len(pd.read_parquet(tmp_path / "ex2.parquet")) == 4

@@ -3,6 +3,8 @@ length bias (a known fraction of pairs relabelled in favour of the longer comple
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -78,3 +80,34 @@ def pair_stats(pairs: pd.DataFrame) -> dict:
         "length_difference_mean": float((pairs["chosen_tokens"] - pairs["rejected_tokens"]).mean()),
         "relabelled_for_length": int(pairs["relabelled_for_length"].sum()),
     }
+
+
+def make_pairs(study, *, prompts_file: Path, sft_dir: Path, judge_dir: Path, pairs_file: Path, stats_file: Path,
+               cache_dir: Path | None = None, log: bool = True) -> pd.DataFrame:
+    """The pairs job: the SFT model samples `completions_per_prompt` answers to each training prompt,
+    the gold classifier scores each whole review (prompt followed by completion), and build_pairs
+    takes the best and the worst; pairs.parquet and stats.json (and, with `log`, the active MLflow run)."""
+    import json
+
+    import mlflow
+
+    from dpolab.generate import make_sampler
+    from dpolab.judges import GoldJudge
+
+    cfg = study.pairs
+    prompts = pd.read_parquet(prompts_file)
+    sampler = make_sampler(study.generation.engine, Path(sft_dir), max_model_len=cfg.max_new_tokens + 64, seed=cfg.seed,
+                           device=study.device, cache_dir=cache_dir)
+    samples = sampler.sample(list(zip(prompts["prompt_id"].tolist(), prompts["prompt"])), n=cfg.completions_per_prompt,
+                             temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    judge = GoldJudge.load(Path(judge_dir))
+    scores = [judge.score_texts([p + s.completion for s in row]) for p, row in zip(prompts["prompt"], samples)]
+    pairs = build_pairs(prompts, samples, scores, min_score_margin=cfg.min_score_margin, length_bias=cfg.length_bias,
+                        seed=cfg.seed)
+    pairs.to_parquet(pairs_file, index=False)
+    stats = pair_stats(pairs)
+    Path(stats_file).write_text(json.dumps(stats, indent=2))
+    if log:
+        mlflow.log_metrics(stats)
+        mlflow.log_table(pairs.head(cfg.sample_size), "pairs_sample.json")
+    return pairs

@@ -128,3 +128,30 @@ def unpaired_stats(examples: pd.DataFrame, *, desirable_weight: float, undesirab
         "weighted_ratio": ratio,
         "weighted_ratio_in_recommended_range": bool(1.0 <= ratio <= 4 / 3),
     }
+
+
+def make_examples(settings: dict, *, pairs_file: Path | None, examples_file: Path, stats_file: Path, log: bool = True) -> dict:
+    """The kto_examples job: KTO's unpaired examples from the study's pairs (`unpair`) or from the
+    variant's `unpaired_data`, with their stats (the weighted desirable/undesirable ratio against the
+    KTO paper's recommended [1, 4/3] is reported, not refused); `settings` the variant's entry."""
+    import json
+
+    import mlflow
+
+    if settings.get("unpaired_data") is None:
+        examples = unpair(pd.read_parquet(pairs_file), examples_per_pair=settings["examples_per_pair"], seed=settings["unpair_seed"])
+        source = "pairs"
+    else:
+        examples = read_unpaired(settings["unpaired_data"], settings["unpaired_split"])
+        source = settings["unpaired_data"]
+    stats = {"source": source, **unpaired_stats(examples, desirable_weight=settings["desirable_weight"],
+                                                 undesirable_weight=settings["undesirable_weight"])}
+    if not stats["weighted_ratio_in_recommended_range"]:
+        print(f"KTO weights: desirable_weight*n_desirable / (undesirable_weight*n_undesirable) = {stats['weighted_ratio']:.3f}, "
+              "outside the KTO paper's recommended [1, 4/3]")
+    examples.to_parquet(examples_file, index=False)
+    Path(stats_file).write_text(json.dumps(stats, indent=2))
+    if log:
+        mlflow.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
+        mlflow.log_dict(stats, "unpaired_stats.json")
+    return stats
