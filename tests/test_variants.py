@@ -229,7 +229,7 @@ def test_missing_rule_file_is_named_before_any_job(tmp_path):
     done, work = _dry_run(tmp_path, _config({"mine": {"rule": "mine"}}, ["dpo", "mine"]))
     output = done.stdout + done.stderr
     assert done.returncode != 0
-    assert "invalid config: variants.mine.rule: no rule file workflow/rules/variants/mine.smk (rule files there: kto, orpo)" in output
+    assert "invalid config: variants.mine.rule: no rule file workflow/rules/variants/mine.smk (the folder holds rule files for kto, orpo)" in output
     assert not (work / "results").exists()
 
 

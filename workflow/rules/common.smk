@@ -1,4 +1,5 @@
-# Helpers shared by the rule files: the checked study, wildcard constraints, resources, targets.
+# Helpers shared by the rule files (the checked study, wildcard constraints, resources, targets);
+# the rule files hold rules only.
 import re
 
 from pathlib import Path
@@ -109,7 +110,7 @@ def resources_for(stage):
 
 # ---- variants: the dpo rule trains registry losses; a rule file trains each other kind ----------
 REGISTRY_VARIANTS = study.registry_variants
-VARIANT_RULES = study.variant_rules  # rule -> its grid variants, e.g. {"kto": ["kto"], "orpo": ["orpo"]}
+VARIANT_RULES = study.variant_rules  # each rule's grid variants, e.g. {"kto": ["kto"], "orpo": ["orpo"]}
 VARIANT_RULE_DIR = Path(workflow.basedir) / "workflow" / "rules" / "variants"
 
 
@@ -122,7 +123,7 @@ def variant_rule_files():
         if not path.is_file():
             shipped = ", ".join(sorted(f.stem for f in VARIANT_RULE_DIR.glob("*.smk"))) or "none"
             raise WorkflowError(f"invalid config: variants.{variants[0]}.rule: no rule file {path.relative_to(workflow.basedir)} "
-                                f"(rule files there: {shipped})")
+                                f"(the folder holds rule files for {shipped})")
         files.append(str(path.relative_to(workflow.basedir)))
     return files
 
@@ -152,7 +153,7 @@ def policy_benchmark(rule_name):
 
 
 def start_model(wildcards):
-    """The model a rule variant's training starts from (its `starts_from`: sft or base)."""
+    """The model the training of a rule variant starts from (its `starts_from`, sft or base)."""
     starts_from = study.variants[wildcards.variant].starts_from
     return SFT_MODEL if starts_from == "sft" else f"{STUDY}/base/model"
 
@@ -195,7 +196,9 @@ def launch_message(rule_name):
         f"{study.distributed.processes} CPU processes"
     command = launch_command(study.distributed, study.training, "{log}.job.json", relative_to=Path(workflow.basedir))
     point = " ({wildcards})" if rule_name not in ("sft", "reward_model") else ""
-    return (f"rule {rule_name}{point}: {gpus}, mem_mb={resources['mem_mb']}, runtime={resources['runtime']} min\n"
+    # the first line's end split off, so `snakemake --lint` does not read this message as a rule of this file
+    return (f"rule {rule_name}{point}"
+            f": {gpus}, mem_mb={resources['mem_mb']}, runtime={resources['runtime']} min\n"
             f"    launch: {command}")
 
 
@@ -218,3 +221,37 @@ def study_targets():
 
 
 STUDY_RUN = f"{STUDY}/mlflow/study_run.json"
+
+
+# ---- rule-specific input functions and hooks ------------------------------------------------
+def kto_examples_source(wildcards):
+    """The study's pairs, or the variant's own unpaired dataset when it is a local file (a Hub
+    dataset id is loaded by the job and has no file to wait for)."""
+    from dpolab.unpaired import is_local_file
+
+    source = study.variants[wildcards.variant].params.get("unpaired_data")
+    if source is None:
+        return {"pairs": f"{STUDY}/pairs/pairs.parquet"}
+    return {"unpaired": source} if is_local_file(source) else {}
+
+
+def pairwise_judge_model(wildcards):
+    """The study's base model when the judge uses it (source: base); else nothing to wait for."""
+    spec = study.config["judges"][wildcards.judge]
+    return [f"{STUDY}/base/model"] if spec["source"] == "base" else []
+
+
+def log_job_benchmarks(outcome):
+    """The jobs' benchmark files (runtime, peak memory) joined to their MLflow runs, from the
+    onsuccess/onerror hooks (mlflow.smk): Snakemake writes a job's benchmark file after the job
+    ends, so they are logged once the jobs are done (a repeat logs nothing twice)."""
+    from snakemake.logging import logger
+
+    from dpolab import tracking
+
+    if Path(STUDY_RUN).exists():
+        try:
+            counts = tracking.log_benchmarks(STUDY_RUN)
+            logger.info(f"MLflow: benchmarks logged for {counts['logged']} job runs ({outcome})")
+        except Exception as error:  # the study's results stand even if the store went away
+            logger.warning(f"MLflow: could not log the job benchmarks: {error}")

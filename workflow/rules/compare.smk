@@ -2,12 +2,6 @@
 # every policy and temperature), then win rates, LC win rates and the length analysis.
 
 
-def pairwise_judge_model(wildcards):
-    """The study's base model when the judge uses it (source: base); else nothing to wait for."""
-    spec = study.config["judges"][wildcards.judge]
-    return [f"{STUDY}/base/model"] if spec["source"] == "base" else []
-
-
 rule pairwise_judge:
     input:
         study_run=STUDY_RUN,

@@ -29,22 +29,9 @@ onstart:
             logger.info(f"MLflow: {len(closed)} run(s) left RUNNING by an earlier launch closed as KILLED")
 
 
-def _log_benchmarks(outcome):
-    # Snakemake writes a job's benchmark file after the job ends, so runtimes and peak
-    # memory join the jobs' runs here, once the jobs are done (a repeat logs nothing twice)
-    from dpolab import tracking
-
-    if Path(STUDY_RUN).exists():
-        try:
-            counts = tracking.log_benchmarks(STUDY_RUN)
-            logger.info(f"MLflow: benchmarks logged for {counts['logged']} job runs ({outcome})")
-        except Exception as error:  # the study's results stand even if the store went away
-            logger.warning(f"MLflow: could not log the job benchmarks: {error}")
-
-
 onsuccess:
-    _log_benchmarks("workflow finished")
+    log_job_benchmarks("workflow finished")
 
 
 onerror:
-    _log_benchmarks("workflow failed; finished jobs only")
+    log_job_benchmarks("workflow failed; finished jobs only")

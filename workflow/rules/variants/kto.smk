@@ -4,17 +4,6 @@
 # dpolab.variants.KTOVariant when the config is read (the file by dpolab.checks).
 
 
-def kto_examples_source(wildcards):
-    """The study's pairs, or the variant's own unpaired dataset when it is a local file (a Hub
-    dataset id is loaded by the job and has no file to wait for)."""
-    from dpolab.unpaired import is_local_file
-
-    source = study.variants[wildcards.variant].params.get("unpaired_data")
-    if source is None:
-        return {"pairs": f"{STUDY}/pairs/pairs.parquet"}
-    return {"unpaired": source} if is_local_file(source) else {}
-
-
 # Unpaired (prompt, completion, label) examples: each pair's chosen response desirable and its
 # rejected one undesirable, or the examples of `unpaired_data` as they are.
 rule kto_examples:
