@@ -61,9 +61,9 @@ def expected_points(run, study: Path, config: dict) -> dict[str, list[tuple[int,
         policy = run.info.run_name.removeprefix("evaluate/policy~")
         for t in config["generation"]["temperatures"]:
             metrics = json.loads((study / "evaluate" / policy / f"temp~{float(t):g}" / "metrics.json").read_text())
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and key not in ("beta", "seed", "temperature"):
-                    points[f"{key}/temp_{float(t):g}"] = [(0, float(value))]
+            for key, value in metrics.items():  # logged at the policy's training step (SFT: 0)
+                if isinstance(value, (int, float)) and key not in ("beta", "seed", "temperature", "step"):
+                    points[f"{key}/temp_{float(t):g}"] = [(metrics["step"], float(value))]
     return points
 
 
