@@ -60,14 +60,14 @@ def copy_workflow(work: Path) -> Path:
     return work
 
 
-def readme_blocks(first_line: str) -> list[str]:
-    """The README's fenced code blocks whose first line is `first_line` (e.g. a file's path as
+def readme_blocks(first_line: str, page: str = "docs/variants.md") -> list[str]:
+    """A docs page's fenced code blocks whose first line is `first_line` (e.g. a file's path as
     a comment): the worked examples, so tests run exactly what a user copies."""
     import re
 
     from dpolab.config import ROOT
 
-    blocks = re.findall(r"^```\w*\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    blocks = re.findall(r"^```\w*\n(.*?)^```", (ROOT / page).read_text(), flags=re.S | re.M)
     return [block for block in blocks if block.splitlines()[0].strip() == first_line]
 
 
@@ -75,7 +75,7 @@ README_RULE_VARIANT = "workflow/rules/variants/preferred_ft.smk"
 README_VARIANT = "preferred_ft"
 # The SLURM smoke run trains the registry loss and one rule variant: every rule kind of the
 # workflow (the dpo rule, a variant's own example-making and `script:` training rules) runs as a
-# SLURM job. ORPO (a `script:` rule variant like KTO) and the README's `run:` variant are trained
+# SLURM job. ORPO (a `script:` rule variant like KTO) and the docs' `run:` variant (docs/variants.md) are trained
 # by the local run only: on a 2-core machine each policy in both runs cost over a minute of the
 # suite (each run is CPU-bound beside the other).
 SLURM_GRID = ["dpo", "kto"]
@@ -99,7 +99,7 @@ def edit_smoke_config(work: Path, edit) -> None:
 
 
 def add_readme_rule_variant(work: Path) -> str:
-    """Add the README's rule-file variant (Preferred-FT) to a copy of the workflow: its rule
+    """Add the docs' rule-file variant (Preferred-FT, docs/variants.md) to a copy of the workflow: its rule
     file and its config entry, nothing else. Returns the variant's name."""
     import yaml
 
@@ -278,7 +278,7 @@ def slurm_cluster():
 @pytest.fixture(scope="session")
 def smoke_studies(tmp_path_factory, slurm_cluster):
     """The smoke study twice at once: locally (3 jobs side by side, one thread each) against
-    the default sqlite store, the shipped grid (dpo, kto, orpo) plus the README's rule-file
+    the default sqlite store, the shipped grid (dpo, kto, orpo) plus the docs' rule-file
     variant (Preferred-FT) added to that copy of the workflow; and on a real SLURM
     (`--profile profiles/slurm`) against a real `mlflow server` over HTTP, with SLURM_GRID
     (dpo, kto: every rule kind of the workflow). The first SLURM launch loses two jobs while

@@ -167,7 +167,7 @@ def test_server_store_holds_the_same_over_http(smoke_studies, sqlite_counts):
     by_name = {r.info.run_name: r for r in sqlite_runs if r.info.status == "FINISHED"}
     for run in (r for r in runs if r.info.status == "FINISHED"):
         local = by_name[run.info.run_name]
-        # the study's parent holds the config: the README's variant is defined in the local one only
+        # the study's parent holds the config: the docs' variant is defined in the local one only
         local_params = {key for key in local.data.params if not key.startswith(f"variants.{README_VARIANT}.")}
         assert set(run.data.params) == local_params, run.info.run_name
         assert set(run.data.metrics) == set(local.data.metrics), run.info.run_name

@@ -122,7 +122,7 @@ def test_summary_over_seeds_and_comparisons(smoke):
 
 
 def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
-    """KTO and ORPO (shipped rule files) and Preferred-FT (the README's rule file, which only
+    """KTO and ORPO (shipped rule files) and Preferred-FT (the rule file of docs/variants.md, which only
     the test's copy of the workflow has) next to the dpo rule's variant: rows in summary.csv
     with the same columns, every plot, and their MLflow runs, with no other file changed."""
     work, spec = smoke
@@ -156,7 +156,7 @@ def test_rule_variants_join_the_summary_plots_and_mlflow(smoke):
     n_pairs = len(pd.read_parquet(study / "pairs" / "pairs.parquet"))
     assert (stats["source"], stats["desirable"], stats["undesirable"]) == ("pairs", n_pairs, n_pairs)
     assert "kto_examples/variant~kto" in finished
-    # the README's variant lives only in the copy; every other workflow file is the project's own
+    # the docs' variant lives only in the copy; every other workflow file is the project's own
     assert not (ROOT / README_RULE_VARIANT).exists() and (work / README_RULE_VARIANT).exists()
     for path in (work / "workflow").rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts and path.relative_to(work).as_posix() != README_RULE_VARIANT:

@@ -271,13 +271,13 @@ def test_a_hub_dataset_without_network_is_refused_clearly(monkeypatch):
 
 
 def test_the_readme_layouts_are_accepted():
-    """Every ```jsonl example of the README's "Your own preference data" reads as pairs, in the
+    """Every ```jsonl example of docs/preference-data.md reads as pairs, in the
     format it is shown as (a wrapped object is one line in a file)."""
     import re
 
     from dpolab.config import ROOT
 
-    blocks = re.findall(r"^```jsonl\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    blocks = re.findall(r"^```jsonl\n(.*?)^```", (ROOT / "docs" / "preference-data.md").read_text(), flags=re.S | re.M)
     assert len(blocks) == 5
     formats = []
     for block in blocks:

@@ -127,7 +127,7 @@ def test_unreachable_tracking_uri_is_named(tmp_path):
 
 
 def test_a_basic_auth_server_is_checked_with_the_credentials_of_the_environment(tmp_path, monkeypatch):
-    """The README's safe server for a cluster: MLflow's basic-auth app, credentials only in the
+    """The safe server for a cluster (docs/clusters.md): MLflow's basic-auth app, credentials only in the
     environment (MLflow's client sends them; the workflow's check must send them too)."""
     from conftest import MlflowServer
 

@@ -188,9 +188,9 @@ def test_orpo_first_step_is_nll_plus_lambda_odds_ratio(tiny_model_dir, tmp_path)
     assert math.isfinite(first["grad_norm"]) and first["grad_norm"] > 0
 
 
-# ---- the README's worked examples and the workflow's wiring ---------------------------------
+# ---- the docs' worked examples (docs/variants.md) and the workflow's wiring ---------------------------------
 def test_readme_loss_example_registers_pins_and_joins_a_grid():
-    """Path 1 of "Adding a variant", as written in the README: the function (with its registry
+    """Path 1 of "Adding a variant", as written in docs/variants.md: the function (with its registry
     entry), its fixed-number test and its config entry."""
     from conftest import readme_blocks
 
