@@ -274,7 +274,7 @@ def log_benchmarks(study_run_file: Path | str) -> dict[str, int]:
 
 def benchmark_file(log_file: str) -> str:
     """A job's benchmark file from its log file: every rule keeps logs/X.log beside
-    benchmarks/X.tsv (tests check that each job's run gets its benchmark)."""
+    benchmarks/<rule>.tsv (tests check that each job's run gets its benchmark)."""
     head, sep, tail = str(log_file).rpartition("/logs/")
     if not sep or not tail.endswith(".log"):
         raise ValueError(f"{log_file}: a job log must live under <study>/logs/ and end in .log")
