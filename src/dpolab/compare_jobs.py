@@ -25,20 +25,22 @@ class CompareOutputs:
     length: Path
 
 
-def chosen_scores(study: Study, name: str, prompts: pd.DataFrame, *, gold_dir=None, reward_model_dir=None) -> pd.Series | None:
-    """Pointwise judge `name`'s scores of the dataset's chosen responses (None without any): the
-    policies' win rate against the dataset compares with them."""
+def chosen_scores(study: Study, name: str, chosen: pd.Series, chosen_prompts: pd.DataFrame, *, gold_dir=None,
+                  reward_model_dir=None) -> pd.Series | None:
+    """Pointwise judge `name`'s scores of the dataset's chosen responses (`chosen` by prompt_id,
+    `chosen_prompts` their prompts' rows; None without any): the policies' win rate against the
+    dataset compares with them."""
     from dpolab.judge_factory import make_judge, prompts_for
 
-    chosen = dataset_responses(prompts)
     if not len(chosen):
         return None
     spec = study.section("judges")[name]
-    by_id = prompts.set_index("prompt_id").loc[chosen.index]
-    instructions = by_id["instruction"].tolist() if "instruction" in by_id else None  # what chat-template judges read
+    # what chat-template judges read
+    instructions = chosen_prompts["instruction"].tolist() if "instruction" in chosen_prompts else None
     judge = make_judge(name, spec, gold_dir=gold_dir, reward_model_dir=reward_model_dir,
                        reward_model_max_length=study.reward_model.max_length)
-    return pd.Series(judge.score(prompts_for(spec, by_id["prompt"].tolist(), instructions), chosen.tolist()), index=chosen.index)
+    return pd.Series(judge.score(prompts_for(spec, chosen_prompts["prompt"].tolist(), instructions), chosen.tolist()),
+                     index=chosen.index)
 
 
 def all_judgments(study: Study, scored: pd.DataFrame, prompts: pd.DataFrame, pairwise_files: list[Path], *,
@@ -46,7 +48,9 @@ def all_judgments(study: Study, scored: pd.DataFrame, prompts: pd.DataFrame, pai
     """One table of every judge's preference for each policy over each opponent (SFT, chosen): the
     pointwise judges' from their scores, the pairwise judges' from their verdicts (files in the
     order of study.pairwise_judges)."""
-    frames = [pointwise_judgments(scored, name, chosen_scores(study, name, prompts, gold_dir=gold_dir,
+    chosen = dataset_responses(prompts)
+    chosen_prompts = prompts.set_index("prompt_id").loc[chosen.index]
+    frames = [pointwise_judgments(scored, name, chosen_scores(study, name, chosen, chosen_prompts, gold_dir=gold_dir,
                                                                reward_model_dir=reward_model_dir))
               for name in study.pointwise_judges]
     frames += [pairwise_judgments(pd.read_parquet(f), scored, name)

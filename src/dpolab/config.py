@@ -475,13 +475,16 @@ def check_checkpoints(config: dict, variants: dict[str, Variant]) -> None:
     """Every checkpoint step comes before the end of each checkpointed variant's training (the
     last step is the policy itself)."""
     steps = config["evaluation"]["checkpoints"]
+    if not steps:
+        return
     for name in dict.fromkeys(config["grid"]["variants"]):
-        if not steps or not variants[name].checkpointed:
+        if not variants[name].checkpointed:
             continue
-        train = {**config["dpo"], **(variants[name].params.get("train") or {})}
+        overrides = variants[name].params.get("train") or {}
+        train = {**config["dpo"], **overrides}
         late = [step for step in steps if step >= train["max_steps"]]
         if late:
-            where = f"variants.{name}.train.max_steps" if "max_steps" in (variants[name].params.get("train") or {}) else "dpo.max_steps"
+            where = f"variants.{name}.train.max_steps" if "max_steps" in overrides else "dpo.max_steps"
             raise ConfigError(f"evaluation.checkpoints: step {late[0]} is not before the end of variant {name}'s training "
                               f"({where}: {train['max_steps']}); the last step is the policy itself, give earlier steps")
 

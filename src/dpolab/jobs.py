@@ -149,8 +149,7 @@ def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> 
     with job(snakemake, "dpo", params={**params, **settings}) as run:
         if run is not None:  # rank 0
             mlflow.set_tags({**tags, "policy_format": "lora_adapter" if study.peft else "full"})
-        # checkpoints (evaluation.checkpoints) only for a rule that declares them as outputs
-        steps = study.evaluation.checkpoints if study.variants[snakemake.wildcards.variant].checkpointed else ()
+        steps = study.checkpoint_steps(snakemake.wildcards.variant)  # the rule's outputs declare them
         result = train(**arguments, out_dir=Path(snakemake.output.model).parent, use_cpu=study.device == "cpu",
                        mlflow_active=True, **training_settings(study), **({"checkpoints": steps} if steps else {}))
         if run is not None:

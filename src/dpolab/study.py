@@ -169,8 +169,16 @@ class Study:
         """A policy id per checkpoint (`variant~v/beta~b/seed~s/step~n`, evaluation.checkpoints) of
         each grid point whose rule saves checkpoints: sampled and evaluated like a policy, kept out
         of the pairwise judges, win rates and summary rows (checkpoints.csv has them)."""
-        return [f"{p.path}/step~{step}" for p in self.points if self.variants[p.variant].checkpointed
-                for step in self.evaluation.checkpoints]
+        return [policy for point in self.points for policy in self.checkpoints_of(point)]
+
+    def checkpoint_steps(self, variant: str) -> tuple[int, ...]:
+        """The steps at which a variant's policies are saved: evaluation.checkpoints if its rule saves
+        checkpoints, else none."""
+        return self.evaluation.checkpoints if self.variants[variant].checkpointed else ()
+
+    def checkpoints_of(self, point: GridPoint) -> list[str]:
+        """The checkpoint policy ids of one grid point."""
+        return [f"{point.path}/step~{step}" for step in self.checkpoint_steps(point.variant)]
 
     @property
     def evaluated_policies(self) -> list[str]:
@@ -276,7 +284,8 @@ class Study:
         those trained on the SFT model (a policy from the base model has another base)."""
         if not self.shared_engine:
             return []
-        policies = [policy for policy in self.evaluated_policies[1:] if self.point(**parse_policy(policy)).starts_from == "sft"]
+        on_sft = [point for point in self.points if point.starts_from == "sft"]
+        policies = [point.path for point in on_sft] + [policy for point in on_sft for policy in self.checkpoints_of(point)]
         size = self.generation.adapters_per_engine
         return [policies[i:i + size] for i in range(0, len(policies), size)]
 
