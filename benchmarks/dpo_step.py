@@ -23,19 +23,28 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import pandas as pd
+import torch
 
-from dpolab.models import load_policy  # noqa: E402
-from dpolab.perf import attach_throughput  # noqa: E402
-from dpolab.train import DPOSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset  # noqa: E402
+from dpolab.models import load_policy
+from dpolab.perf import attach_throughput
+from dpolab.train import DPOSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset
 
 
-def train(model_dir: Path, pairs: pd.DataFrame, reference: pd.DataFrame, cfg: DPOSettings, *, grouped: bool, out: Path) -> dict:
+def train(
+    model_dir: Path, pairs: pd.DataFrame, reference: pd.DataFrame, cfg: DPOSettings, *, grouped: bool, out: Path
+) -> dict:
     model, tokenizer = load_policy(model_dir)
     args = dpo_args(cfg, out, beta=0.1, seed=0, use_cpu=True, mlflow_active=False)
-    trainer = RegistryDPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs, reference),
-                                 processing_class=tokenizer, loss_name="dpo", loss_params={}, grouped_logps=grouped)
+    trainer = RegistryDPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=pairs_dataset(pairs, reference),
+        processing_class=tokenizer,
+        loss_name="dpo",
+        loss_params={},
+        grouped_logps=grouped,
+    )
     meter = attach_throughput(trainer)
     trainer.train()
     return {**meter.report(), "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
@@ -53,8 +62,10 @@ def tiny_inputs(folder: Path) -> tuple[Path, pd.DataFrame]:
     def text(n):
         return " ".join(words[i] for i in torch.randint(len(words), (n,), generator=rng).tolist())
 
-    rows = [{"pair_id": i, "prompt": text(3), "chosen": " " + text(4 + i % 9), "rejected": " " + text(2 + i % 13)}
-            for i in range(64)]
+    rows = [
+        {"pair_id": i, "prompt": text(3), "chosen": " " + text(4 + i % 9), "rejected": " " + text(2 + i % 13)}
+        for i in range(64)
+    ]
     return folder, pd.DataFrame(rows)
 
 
@@ -64,7 +75,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (a grid job gets one on a 2-core machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (a grid job gets one on a 2-core machine)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="dpolab-dpo-step-"))
@@ -72,14 +85,25 @@ def main() -> None:
         model_dir, pairs = args.run / "sft" / "model", pd.read_parquet(args.run / "pairs" / "pairs.parquet")
     else:
         model_dir, pairs = tiny_inputs(work / "tiny")
-    cfg = DPOSettings(max_steps=args.steps, batch_size=args.batch_size, learning_rate=1e-4, max_length=args.max_length,
-                      warmup_steps=0, logging_steps=1, gradient_accumulation_steps=1)
+    cfg = DPOSettings(
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=1e-4,
+        max_length=args.max_length,
+        warmup_steps=0,
+        logging_steps=1,
+        gradient_accumulation_steps=1,
+    )
     reference = compute_reference_logps(model_dir, pairs, cfg, work / "reference", use_cpu=True)
-    sides = {name: train(model_dir, pairs, reference, cfg, grouped=grouped, out=work / name)
-             for name, grouped in (("baseline (fused head, padded)", False), ("dpolab (length groups, plain head)", True))}
+    sides = {
+        name: train(model_dir, pairs, reference, cfg, grouped=grouped, out=work / name)
+        for name, grouped in (("baseline (fused head, padded)", False), ("dpolab (length groups, plain head)", True))
+    }
     for name, side in sides.items():
-        print(f"{name:36s} train {side['perf/train_seconds']:7.1f} s  {side['perf/tokens_per_s']:7.1f} tokens/s  "
-              f"MFU {side['perf/mfu']:.3f}  (peak {side['perf/matmul_peak_gflops']:.0f} GFLOP/s)")
+        print(
+            f"{name:36s} train {side['perf/train_seconds']:7.1f} s  {side['perf/tokens_per_s']:7.1f} tokens/s  "
+            f"MFU {side['perf/mfu']:.3f}  (peak {side['perf/matmul_peak_gflops']:.0f} GFLOP/s)"
+        )
     baseline, ours = sides.values()
     difference = max(abs(a - b) for a, b in zip(baseline["losses"], ours["losses"]))
     print(f"time ratio dpolab / baseline: {ours['perf/train_seconds'] / baseline['perf/train_seconds']:.2f}")

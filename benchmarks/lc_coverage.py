@@ -24,14 +24,18 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=100)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--first", type=int, default=0, help="first simulated study (split a long run over processes)")
-    parser.add_argument("--without", action=argparse.BooleanOptionalAction, default=True,
-                        help="also fit the baseline (the model without the baseline-length term)")
+    parser.add_argument(
+        "--without",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also fit the baseline (the model without the baseline-length term)",
+    )
     args = parser.parse_args()
     settings = LCSettings(resamples=args.resamples)
     for name in args.scenarios:
         scenario = SCENARIOS[name]
         truth = true_lc_win_rates(scenario)
-        for model in ("with baseline length", "without (before)")[:2 if args.without else 1]:
+        for model in ("with baseline length", "without (before)")[: 2 if args.without else 1]:
             started = time.perf_counter()
             points, covered = [], []
             for study in range(args.first, args.first + args.studies):
@@ -41,10 +45,15 @@ def main() -> None:
                 table = lc_win_rates(frame, LCSettings(resamples=settings.resamples, seed=study)).set_index("policy")
                 estimate = table.loc[[f"p{i}" for i in range(len(truth))]]
                 points.append(estimate["lc_win_rate"].to_numpy())
-                covered.append(((estimate["lc_win_rate_ci_low"] <= truth) & (truth <= estimate["lc_win_rate_ci_high"])).to_numpy())
+                covered.append(
+                    ((estimate["lc_win_rate_ci_low"] <= truth) & (truth <= estimate["lc_win_rate_ci_high"])).to_numpy()
+                )
             points, covered = np.array(points), np.array(covered)
-            print(f"{name:38s} {model:22s} truth {np.round(truth, 3)} bias {np.round(points.mean(0) - truth, 3)} "
-                  f"coverage {np.round(covered.mean(0), 3)} ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"{name:38s} {model:22s} truth {np.round(truth, 3)} bias {np.round(points.mean(0) - truth, 3)} "
+                f"coverage {np.round(covered.mean(0), 3)} ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

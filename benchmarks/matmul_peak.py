@@ -18,4 +18,6 @@ if __name__ == "__main__":
     cores = os.cpu_count() or 1
     for threads in sorted({1, cores}):
         for dtype in ("float32", "bfloat16"):
-            print(f"{threads} thread(s) {dtype:9s} {matmul_peak_gflops(threads, dtype=dtype, seconds=2.0):8.1f} GFLOP/s")
+            print(
+                f"{threads} thread(s) {dtype:9s} {matmul_peak_gflops(threads, dtype=dtype, seconds=2.0):8.1f} GFLOP/s"
+            )

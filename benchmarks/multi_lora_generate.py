@@ -51,10 +51,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from dpolab.generate import VLLMSampler, policy_samples  # noqa: E402
+from dpolab.generate import VLLMSampler, policy_samples
 
 BETAS = (0.05, 0.1, 0.5, 1.0)
 
@@ -75,30 +75,51 @@ def prompts_and_pairs(n_prompts: int, n_pairs: int, seed: int) -> tuple[list[tup
     rows = make_prompts(load_imdb_reviews(), n_prompts + 2 * n_pairs, np.random.default_rng(seed), 2, 8, 24)
     test, train = rows.iloc[:n_prompts], rows.iloc[n_prompts:]
     train = train[train["chosen"].str.len() > 0].reset_index(drop=True)
-    pairs = pd.DataFrame({"prompt": train["prompt"], "chosen": train["chosen"],
-                          "rejected": np.roll(train["chosen"].to_numpy(), 1)})
+    pairs = pd.DataFrame(
+        {"prompt": train["prompt"], "chosen": train["chosen"], "rejected": np.roll(train["chosen"].to_numpy(), 1)}
+    )
     pairs = pairs[pairs["chosen"] != pairs["rejected"]].head(n_pairs).reset_index(drop=True)
     pairs.insert(0, "pair_id", range(len(pairs)))
     return list(zip(range(len(test)), test["prompt"])), pairs
 
 
-def train_adapters(base: Path, pairs: pd.DataFrame, k: int, *, steps: int, learning_rate: float, rank: int,
-                   out: Path) -> list[tuple[str, Path]]:
+def train_adapters(
+    base: Path, pairs: pd.DataFrame, k: int, *, steps: int, learning_rate: float, rank: int, out: Path
+) -> list[tuple[str, Path]]:
     """K LoRA policies on `base`: DPO, each with its own beta and seed."""
     from dpolab.settings import PeftSettings
     from dpolab.train import DPOSettings, compute_reference_logps, run_dpo
 
-    cfg = DPOSettings(max_steps=steps, batch_size=8, gradient_accumulation_steps=1, learning_rate=learning_rate,
-                      warmup_steps=0, max_length=64, logging_steps=1)
+    cfg = DPOSettings(
+        max_steps=steps,
+        batch_size=8,
+        gradient_accumulation_steps=1,
+        learning_rate=learning_rate,
+        warmup_steps=0,
+        max_length=64,
+        logging_steps=1,
+    )
     reference = compute_reference_logps(base, pairs, cfg, out / "reference", use_cpu=True)
     meta = json.loads((out / "reference" / "meta.json").read_text())
     adapters = []
     for index in range(k):
         beta, seed = BETAS[index % len(BETAS)], index // len(BETAS)
         name = f"beta~{beta:g}/seed~{seed}"
-        run_dpo(base, pairs, reference, meta, cfg, loss_name="dpo", loss_params={}, beta=beta, seed=seed,
-                out_dir=out / name, use_cpu=True, mlflow_active=False,
-                peft=PeftSettings(r=rank, lora_alpha=2 * rank, lora_dropout=0.0))
+        run_dpo(
+            base,
+            pairs,
+            reference,
+            meta,
+            cfg,
+            loss_name="dpo",
+            loss_params={},
+            beta=beta,
+            seed=seed,
+            out_dir=out / name,
+            use_cpu=True,
+            mlflow_active=False,
+            peft=PeftSettings(r=rank, lora_alpha=2 * rank, lora_dropout=0.0),
+        )
         adapters.append((name, out / name / "model"))
     return adapters
 
@@ -160,12 +181,16 @@ def timed_policy_samples(clock: Clock, sampler, requests, temperatures, **how) -
     """policy_samples, its seconds split into "reference" (the sampler's load_weights and score
     calls) and "sample" (the rest)."""
     names = ("load_weights", "score")
-    for name in names:
-        def timed(*args, _method=getattr(sampler, name), **kwargs):
-            with clock("reference"):
-                return _method(*args, **kwargs)
 
-        setattr(sampler, name, timed)
+    def timed_method(method):
+        def timed(*args, **kwargs):
+            with clock("reference"):
+                return method(*args, **kwargs)
+
+        return timed
+
+    for name in names:
+        setattr(sampler, name, timed_method(getattr(sampler, name)))
     before, start = clock.seconds.get("reference", 0.0), time.perf_counter()
     try:
         return policy_samples(sampler, requests, temperatures, **how)
@@ -250,8 +275,9 @@ class OneEngine(Side):
 
         rank = max(adapter_rank(adapter) for _, adapter in adapters)
         with self.clock("engine start"), lora_on(self.modules):
-            self.sampler = VLLMSampler(self.base, **self.engine_args, max_lora_rank=rank,
-                                       max_loras=min(len(adapters), 8))
+            self.sampler = VLLMSampler(
+                self.base, **self.engine_args, max_lora_rank=rank, max_loras=min(len(adapters), 8)
+            )
         self.engine_starts += 1
 
     def run(self, name: str, adapter: Path) -> None:
@@ -284,15 +310,23 @@ def compare(a: list[dict], b: list[dict]) -> dict:
         return max((abs(x[key] - y[key]) for x, y in pairs), default=float("nan"))
 
     kl = [np.mean([r["policy_logps"] - r["reference_logps"] for r in rows]) for rows in (a, b)]
-    return {"identical": int(sum(same)), "total": len(same), "policy_logp_gap": gap("policy_logps"),
-            "reference_logp_gap": gap("reference_logps"), "kl_baseline": kl[0], "kl_this": kl[1]}
+    return {
+        "identical": int(sum(same)),
+        "total": len(same),
+        "policy_logp_gap": gap("policy_logps"),
+        "reference_logp_gap": gap("reference_logps"),
+        "kl_baseline": kl[0],
+        "kl_this": kl[1],
+    }
 
 
 def setup(args, work: Path) -> tuple[Path, list[tuple[str, Path]], float, bool]:
     """The model and the trained adapters in `work`; reused when `work` holds those of the same
     setup arguments (a rerun with --out)."""
-    key = {name: getattr(args, name)
-           for name in ("model", "policies", "prompts", "pairs", "steps", "learning_rate", "rank", "seed")}
+    key = {
+        name: getattr(args, name)
+        for name in ("model", "policies", "prompts", "pairs", "steps", "learning_rate", "rank", "seed")
+    }
     marker = work / "setup.json"
     names = [f"beta~{BETAS[i % len(BETAS)]:g}/seed~{i // len(BETAS)}" for i in range(args.policies)]
     adapters = [(name, work / "adapters" / name / "model") for name in names]
@@ -301,8 +335,15 @@ def setup(args, work: Path) -> tuple[Path, list[tuple[str, Path]], float, bool]:
     started = time.perf_counter()
     base = prepare_model(args.model, work / "base")
     _, pairs = prompts_and_pairs(args.prompts, args.pairs, args.seed)
-    trained = train_adapters(base, pairs, args.policies, steps=args.steps, learning_rate=args.learning_rate,
-                             rank=args.rank, out=work / "adapters")
+    trained = train_adapters(
+        base,
+        pairs,
+        args.policies,
+        steps=args.steps,
+        learning_rate=args.learning_rate,
+        rank=args.rank,
+        out=work / "adapters",
+    )
     assert [name for name, _ in trained] == names
     marker.write_text(json.dumps(key))
     return base, trained, time.perf_counter() - started, False
@@ -310,8 +351,12 @@ def setup(args, work: Path) -> tuple[Path, list[tuple[str, Path]], float, bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["default", "smoke"], default="default",
-                        help="the study config whose model is used: default (SmolLM2-135M) or smoke (scratch Llama)")
+    parser.add_argument(
+        "--model",
+        choices=["default", "smoke"],
+        default="default",
+        help="the study config whose model is used: default (SmolLM2-135M) or smoke (scratch Llama)",
+    )
     parser.add_argument("--policies", "-k", type=int, default=4, help="LoRA policies (K)")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
@@ -321,10 +366,15 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lora-modules", choices=["adapters", "all"], default="adapters",
-                        help="adapters: LoRA on the adapters' modules only; all: vLLM's default (the LM head too)")
-    parser.add_argument("--no-swap", action="store_true",
-                        help="skip the third way (merged weights swapped into one engine)")
+    parser.add_argument(
+        "--lora-modules",
+        choices=["adapters", "all"],
+        default="adapters",
+        help="adapters: LoRA on the adapters' modules only; all: vLLM's default (the LM head too)",
+    )
+    parser.add_argument(
+        "--no-swap", action="store_true", help="skip the third way (merged weights swapped into one engine)"
+    )
     parser.add_argument("--quick", action="store_true", help="K=2, 16 prompts, 8 new tokens, 2 steps")
     parser.add_argument("--out", type=Path, help="keep models, samples and results.json here")
     args = parser.parse_args()
@@ -354,62 +404,87 @@ def main() -> None:
             side.start(adapters)
         order = list(sides.values())
         for index, (name, adapter) in enumerate(adapters):
-            for side in order[index % len(order):] + order[:index % len(order)]:
+            for side in order[index % len(order) :] + order[: index % len(order)]:
                 side.run(name, adapter)
         for side in sides.values():  # the baseline's last engine closes first: see Baseline.run
             side.stop()
 
     t0, t1 = args.temperatures[0], args.temperatures[-1]
     base_records = sides["baseline"].records
-    rows = {key: {name: {t: compare(base_records[name][t], side.records[name][t]) for t in args.temperatures}
-                  for name, _ in adapters}
-            for key, side in sides.items() if key != "baseline"}
+    rows = {
+        key: {
+            name: {t: compare(base_records[name][t], side.records[name][t]) for t in args.temperatures}
+            for name, _ in adapters
+        }
+        for key, side in sides.items()
+        if key != "baseline"
+    }
     model = "SmolLM2-135M (default study)" if args.model == "default" else "scratch Llama (smoke study)"
-    print(f"\n{model}: K={len(adapters)} LoRA policies (r={args.rank}, {args.steps} DPO steps each), "
-          f"{len(requests)} prompts x temperatures {args.temperatures}, {args.max_new_tokens} new tokens; setup "
-          f"(model, training) {'reused' if reused else f'{setup_s:.0f} s'}, warm-up engine {warm:.0f} s (untimed)")
+    print(
+        f"\n{model}: K={len(adapters)} LoRA policies (r={args.rank}, {args.steps} DPO steps each), "
+        f"{len(requests)} prompts x temperatures {args.temperatures}, {args.max_new_tokens} new tokens; setup "
+        f"(model, training) {'reused' if reused else f'{setup_s:.0f} s'}, warm-up engine {warm:.0f} s (untimed)"
+    )
     phases = ["merge", "engine start", "policy in", "sample", "reference"]
     baseline_total = sides["baseline"].clock.total
     print(f"\n{'':36s}{'wall s':>8s}{'ratio':>7s}{'engines':>9s}" + "".join(f"{p:>14s}" for p in phases))
     for side in sides.values():
         clock = side.clock
-        print(f"{side.label:36s}{clock.total:8.1f}{clock.total / baseline_total:7.2f}{side.engine_starts:9d}"
-              + "".join(f"{clock.seconds.get(p, 0.0):14.1f}" for p in phases))
-    print("(ratio: wall time over the baseline's; policy in: merged weights loaded into the running engine; "
-          "reference: the reference's weights swapped in and scoring; sides ran policy by policy in turn)")
+        print(
+            f"{side.label:36s}{clock.total:8.1f}{clock.total / baseline_total:7.2f}{side.engine_starts:9d}"
+            + "".join(f"{clock.seconds.get(p, 0.0):14.1f}" for p in phases)
+        )
+    print(
+        "(ratio: wall time over the baseline's; policy in: merged weights loaded into the running engine; "
+        "reference: the reference's weights swapped in and scoring; sides ran policy by policy in turn)"
+    )
     if 0.0 in args.temperatures:
-        changed = {name: sum(r["completion_token_ids"] != ref
-                             for r, ref in zip(base_records[name][0.0], reference_greedy)) for name, _ in adapters}
-        print("\ngreedy completions that differ from the reference's: "
-              + ", ".join(f"{name} {n}/{len(requests)}" for name, n in changed.items()))
-    print(f"\n{'against the baseline':36s}{f'identical T={t0:g}':>16s}{f'identical T={t1:g}':>16s}"
-          f"{'max |d policy logp|':>22s}{'max |d reference logp|':>25s}{f'KL T={t1:g}: baseline':>20s}{'this':>9s}")
+        changed = {
+            name: sum(r["completion_token_ids"] != ref for r, ref in zip(base_records[name][0.0], reference_greedy))
+            for name, _ in adapters
+        }
+        print(
+            "\ngreedy completions that differ from the reference's: "
+            + ", ".join(f"{name} {n}/{len(requests)}" for name, n in changed.items())
+        )
+    print(
+        f"\n{'against the baseline':36s}{f'identical T={t0:g}':>16s}{f'identical T={t1:g}':>16s}"
+        f"{'max |d policy logp|':>22s}{'max |d reference logp|':>25s}{f'KL T={t1:g}: baseline':>20s}{'this':>9s}"
+    )
     for side, by_name in rows.items():
         for name, by_t in by_name.items():
             policy_gap = max(r["policy_logp_gap"] for r in by_t.values())
             reference_gap = max(r["reference_logp_gap"] for r in by_t.values())
             kl = by_t[t1]
-            print(f"{side + ' ' + name:36s}{by_t[t0]['identical']:>9d}/{by_t[t0]['total']:<6d}"
-                  f"{by_t[t1]['identical']:>9d}/{by_t[t1]['total']:<6d}{policy_gap:22.2e}{reference_gap:25.2e}"
-                  f"{kl['kl_baseline']:20.4f}{kl['kl_this']:9.4f}")
+            print(
+                f"{side + ' ' + name:36s}{by_t[t0]['identical']:>9d}/{by_t[t0]['total']:<6d}"
+                f"{by_t[t1]['identical']:>9d}/{by_t[t1]['total']:<6d}{policy_gap:22.2e}{reference_gap:25.2e}"
+                f"{kl['kl_baseline']:20.4f}{kl['kl_this']:9.4f}"
+            )
     print("(log-prob gaps in nats over identical completions; KL: mean policy minus reference log-prob)")
     if args.out:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        results = {"model": args.model, "args": settings,
-                   "seconds": {key: side.clock.seconds for key, side in sides.items()},
-                   "setup_seconds": setup_s, "warm_up_seconds": warm,
-                   "ratio": {key: side.clock.total / baseline_total for key, side in sides.items()},
-                   "engine_starts": {key: side.engine_starts for key, side in sides.items()},
-                   "against_baseline": {side: {name: {str(t): r for t, r in by_t.items()}
-                                               for name, by_t in by_name.items()}
-                                        for side, by_name in rows.items()}}
+        results = {
+            "model": args.model,
+            "args": settings,
+            "seconds": {key: side.clock.seconds for key, side in sides.items()},
+            "setup_seconds": setup_s,
+            "warm_up_seconds": warm,
+            "ratio": {key: side.clock.total / baseline_total for key, side in sides.items()},
+            "engine_starts": {key: side.engine_starts for key, side in sides.items()},
+            "against_baseline": {
+                side: {name: {str(t): r for t, r in by_t.items()} for name, by_t in by_name.items()}
+                for side, by_name in rows.items()
+            },
+        }
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         for key, side in sides.items():
             for name, by_t in side.records.items():
                 folder = args.out / "samples" / key / name
                 folder.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame([r for t in args.temperatures for r in by_t[t]]).to_json(
-                    folder / "samples.jsonl", orient="records", lines=True)
+                    folder / "samples.jsonl", orient="records", lines=True
+                )
 
 
 if __name__ == "__main__":

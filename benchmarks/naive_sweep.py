@@ -106,8 +106,9 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 # ---- the sub-grid config ------------------------------------------------------------------------
-def write_subgrid_config(config_path: Path, variant: str, betas: list[float] | None, seed: int,
-                         workdir: Path) -> tuple[Path, list[float]]:
+def write_subgrid_config(
+    config_path: Path, variant: str, betas: list[float] | None, seed: int, workdir: Path
+) -> tuple[Path, list[float]]:
     """The study config with only `grid` changed (one variant, its betas, one seed), renamed
     `<study>-subgrid`, tracking to a sqlite store in the workdir. Returns the file and the betas."""
     config = yaml.safe_load(config_path.read_text())
@@ -123,8 +124,12 @@ def write_subgrid_config(config_path: Path, variant: str, betas: list[float] | N
     config["variants"][variant] = entry
     config["study"] = f"{config['study']}-subgrid"
     config["grid"] = {"variants": [variant], "betas": betas, "seeds": [seed]}
-    config["mlflow"] = {**(config.get("mlflow") or {}), "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
-                        "artifact_location": None, "experiment": None}
+    config["mlflow"] = {
+        **(config.get("mlflow") or {}),
+        "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
+        "artifact_location": None,
+        "experiment": None,
+    }
     path = subgrid_path(workdir)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path, betas
@@ -137,9 +142,21 @@ def snakemake(workdir: Path, cores: int, targets: list[str], log_name: str, extr
     log = workdir / "logs" / f"{log_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-        "--workflow-profile", str(WORKFLOW_PROFILE), "--configfile", str(subgrid_path(workdir)),
-        "--cores", str(cores), *extra, *targets,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(WORKFLOW_PROFILE),
+        "--configfile",
+        str(subgrid_path(workdir)),
+        "--cores",
+        str(cores),
+        *extra,
+        *targets,
     ]
     start = time.perf_counter()
     with open(log, "w") as handle:
@@ -154,8 +171,12 @@ def snakemake(workdir: Path, cores: int, targets: list[str], log_name: str, extr
 def make_shared_inputs(workdir: Path, study, cores: int) -> float:
     """The untimed part: SFT model, pairs, test prompts and gold judge, by the workflow."""
     results = study.results_dir  # relative: Snakemake runs in the workdir
-    targets = [f"{results}/sft/model", f"{results}/pairs/pairs.parquet", f"{results}/data/prompts_test.parquet",
-               f"{results}/judge/gold"]
+    targets = [
+        f"{results}/sft/model",
+        f"{results}/pairs/pairs.parquet",
+        f"{results}/data/prompts_test.parquet",
+        f"{results}/judge/gold",
+    ]
     return snakemake(workdir, cores, targets, "shared_inputs")
 
 
@@ -190,8 +211,10 @@ def rule_split(study_dir: Path, *, since: float) -> tuple[dict[str, dict[str, fl
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(tsv, copy)
         table = per_rule(Path(tmp))
-    per = {rule: {"jobs": int(row["jobs"]), "seconds": float(row["seconds"]), "share": float(row["share"])}
-           for rule, row in table.iterrows()}
+    per = {
+        rule: {"jobs": int(row["jobs"]), "seconds": float(row["seconds"]), "share": float(row["share"])}
+        for rule, row in table.iterrows()
+    }
     return per, [str(tsv.relative_to(benchmarks)) for tsv in new]
 
 
@@ -206,16 +229,29 @@ def run_naive(workdir: Path, variant: str, betas: list[float], seed: int, cores:
     points, start = {}, time.perf_counter()
     for beta in [None, *betas]:
         point = "sft" if beta is None else fmt(beta)
-        command = [sys.executable, str(Path(__file__).resolve()), "--point", point,
-                   "--workdir", str(workdir), "--variant", variant, "--seed", str(seed), "--cores", str(cores)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--point",
+            point,
+            "--workdir",
+            str(workdir),
+            "--variant",
+            variant,
+            "--seed",
+            str(seed),
+            "--cores",
+            str(cores),
+        ]
         log = workdir / "logs" / f"naive_{point}.log"
         began = time.perf_counter()
         with open(log, "w") as handle:  # TRL's per-step log lines go there, not into the report
             result = subprocess.run(command, env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
         if result.returncode != 0:
             tail = "\n".join(log.read_text().splitlines()[-40:])
-            sys.exit(f"naive point {policy_id(variant, beta, seed)} failed, exit {result.returncode}; "
-                     f"log {log}:\n{tail}")
+            sys.exit(
+                f"naive point {policy_id(variant, beta, seed)} failed, exit {result.returncode}; log {log}:\n{tail}"
+            )
         points[policy_id(variant, beta, seed)] = time.perf_counter() - began
     wall = time.perf_counter() - start
     timing = {"wall_s": wall, "points_s": points, "stages": naive_stages(workdir, points)}
@@ -286,21 +322,44 @@ def run_point(point: str, workdir: Path, variant: str, seed: int, cores: int) ->
         step: dict[str, float] = {}
         with timed(step, "generate"):
             prompt_tokens, completion_tokens, completions = generate(
-                policy, tokenizer, texts, prompt_ids, temperature=float(temperature), top_p=gen.top_p,
-                max_new_tokens=gen.max_new_tokens, seed=gen.seed)
+                policy,
+                tokenizer,
+                texts,
+                prompt_ids,
+                temperature=float(temperature),
+                top_p=gen.top_p,
+                max_new_tokens=gen.max_new_tokens,
+                seed=gen.seed,
+            )
         with timed(step, "score"):
             if not judges:  # loaded once per process, counted as scoring
                 judges = {"gold": GoldJudge.load(results / "judge" / "gold"), "vader": VaderJudge()}
-            metrics = score(policy, reference, judges, texts, completions, prompt_tokens, completion_tokens,
-                            pad_id=tokenizer.pad_token_id)
-        record = {"policy": policy_name, "beta": beta, "seed": seed, "temperature": float(temperature), **metrics,
-                  "losses": losses, "timings": {"point": {**imports, **timings}, "temperature": step}}
+            metrics = score(
+                policy,
+                reference,
+                judges,
+                texts,
+                completions,
+                prompt_tokens,
+                completion_tokens,
+                pad_id=tokenizer.pad_token_id,
+            )
+        record = {
+            "policy": policy_name,
+            "beta": beta,
+            "seed": seed,
+            "temperature": float(temperature),
+            **metrics,
+            "losses": losses,
+            "timings": {"point": {**imports, **timings}, "temperature": step},
+        }
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"temp~{fmt(temperature)}.json").write_text(json.dumps(record, indent=2))
 
 
-def train_dpo(policy, reference, tokenizer, study, pairs, *, beta: float, seed: int,
-              out_dir: Path) -> list[dict[str, float]]:
+def train_dpo(
+    policy, reference, tokenizer, study, pairs, *, beta: float, seed: int, out_dir: Path
+) -> list[dict[str, float]]:
     """Plain TRL DPO with a live reference model and the workflow's TrainingArguments. Returns
     the logged training losses (step, loss)."""
     from trl import DPOTrainer
@@ -310,14 +369,24 @@ def train_dpo(policy, reference, tokenizer, study, pairs, *, beta: float, seed: 
     args = dpo_args(study.dpo, out_dir, beta=beta, seed=seed, use_cpu=True, mlflow_active=False)
     args.precompute_ref_log_probs = False  # TRL's default: the reference model runs at every step
     args.loss_type = ["sigmoid"]
-    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs_dataset(pairs),
-                         processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=policy, ref_model=reference, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer
+    )
     trainer.train()
     return [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
 
 
-def generate(model, tokenizer, texts: list[str], prompt_ids: list[int], *, temperature: float, top_p: float,
-             max_new_tokens: int, seed: int) -> tuple[list[list[int]], list[list[int]], list[str]]:
+def generate(
+    model,
+    tokenizer,
+    texts: list[str],
+    prompt_ids: list[int],
+    *,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+) -> tuple[list[list[int]], list[list[int]], list[str]]:
     """Batched `model.generate` (left padding); greedy at temperature 0, else pure sampling
     (top_k off, the study's top_p), seeded per batch. Completions end at the first EOS (kept,
     as the workflow counts it)."""
@@ -335,8 +404,9 @@ def generate(model, tokenizer, texts: list[str], prompt_ids: list[int], *, tempe
         batch = tokenizer(texts[start : start + GENERATE_BATCH], return_tensors="pt", padding=True)
         torch.manual_seed(request_seed(seed, prompt_ids[start]))
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 **sampling)
+            out = model.generate(
+                **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+            )
         width = batch["input_ids"].shape[1]
         for ids, mask, new in zip(batch["input_ids"], batch["attention_mask"], out[:, width:]):
             tokens = new.tolist()
@@ -348,8 +418,9 @@ def generate(model, tokenizer, texts: list[str], prompt_ids: list[int], *, tempe
     return prompt_tokens, completion_tokens, completions
 
 
-def completion_logps(model, prompt_tokens: list[list[int]], completion_tokens: list[list[int]],
-                     pad_id: int) -> list[float]:
+def completion_logps(
+    model, prompt_tokens: list[list[int]], completion_tokens: list[list[int]], pad_id: int
+) -> list[float]:
     """Summed log-prob of each completion given its prompt: a right-padded forward per batch."""
     import torch
 
@@ -372,16 +443,28 @@ def completion_logps(model, prompt_tokens: list[list[int]], completion_tokens: l
     return out
 
 
-def score(policy, reference, judges: dict[str, Any], texts: list[str], completions: list[str],
-          prompt_tokens: list[list[int]], completion_tokens: list[list[int]], *, pad_id: int) -> dict[str, float]:
+def score(
+    policy,
+    reference,
+    judges: dict[str, Any],
+    texts: list[str],
+    completions: list[str],
+    prompt_tokens: list[list[int]],
+    completion_tokens: list[list[int]],
+    *,
+    pad_id: int,
+) -> dict[str, float]:
     """Gold reward (mean, standard error), VADER, KL (mean, standard error) and length."""
     import numpy as np
 
     gold = np.asarray(judges["gold"].score(texts, completions), dtype=np.float64)
     vader = np.asarray(judges["vader"].score(texts, completions), dtype=np.float64)
     policy_logps = np.asarray(completion_logps(policy, prompt_tokens, completion_tokens, pad_id))
-    reference_logps = policy_logps if reference is policy else np.asarray(
-        completion_logps(reference, prompt_tokens, completion_tokens, pad_id))
+    reference_logps = (
+        policy_logps
+        if reference is policy
+        else np.asarray(completion_logps(reference, prompt_tokens, completion_tokens, pad_id))
+    )
     kl = policy_logps - reference_logps
     n = len(gold)
     return {
@@ -409,9 +492,16 @@ def loss_checks(workdir: Path, study, variant: str, betas: list[float], seed: in
         diffs = [abs(e["loss"] - by_step[e["step"]]) for e in naive if e["step"] in by_step]
         first = {"step": naive[0]["step"], "naive": naive[0]["loss"], "workflow": workflow[0]["loss"]}
         first_diff = abs(first["naive"] - first["workflow"]) if naive[0]["step"] == workflow[0]["step"] else math.inf
-        checks.append({"policy": policy, "first": first, "first_diff": first_diff,
-                       "max_diff": max(diffs, default=math.inf), "steps_compared": len(diffs),
-                       "passed": first_diff <= LOSS_TOLERANCE})
+        checks.append(
+            {
+                "policy": policy,
+                "first": first,
+                "first_diff": first_diff,
+                "max_diff": max(diffs, default=math.inf),
+                "steps_compared": len(diffs),
+                "passed": first_diff <= LOSS_TOLERANCE,
+            }
+        )
     return checks
 
 
@@ -431,15 +521,28 @@ def metric_checks(workdir: Path, study, variant: str, betas: list[float], seed: 
             reward_se = math.hypot(nv["reward_se"], (wf["reward_ci_high"] - wf["reward_ci_low"]) / (2 * z))
             kl_se = nv["kl_se"] * math.sqrt(2)
             reward_diff, kl_diff = abs(nv["reward_mean"] - wf["reward_mean"]), abs(nv["kl_mean"] - wf["kl_mean"])
-            checks.append({
-                "policy": policy, "temperature": label,
-                "reward": {"naive": nv["reward_mean"], "workflow": wf["reward_mean"], "diff": reward_diff,
-                           "se": reward_se, "passed": reward_diff <= NOISE_SIGMAS * reward_se},
-                "kl": {"naive": nv["kl_mean"], "workflow": wf["kl_mean"], "diff": kl_diff, "se": kl_se,
-                       "passed": kl_diff <= NOISE_SIGMAS * kl_se},
-                "vader": {"naive": nv["vader_mean"], "workflow": wf.get("vader_mean")},
-                "length": {"naive": nv["length_mean"], "workflow": wf.get("length_mean")},
-            })
+            checks.append(
+                {
+                    "policy": policy,
+                    "temperature": label,
+                    "reward": {
+                        "naive": nv["reward_mean"],
+                        "workflow": wf["reward_mean"],
+                        "diff": reward_diff,
+                        "se": reward_se,
+                        "passed": reward_diff <= NOISE_SIGMAS * reward_se,
+                    },
+                    "kl": {
+                        "naive": nv["kl_mean"],
+                        "workflow": wf["kl_mean"],
+                        "diff": kl_diff,
+                        "se": kl_se,
+                        "passed": kl_diff <= NOISE_SIGMAS * kl_se,
+                    },
+                    "vader": {"naive": nv["vader_mean"], "workflow": wf.get("vader_mean")},
+                    "length": {"naive": nv["length_mean"], "workflow": wf.get("length_mean")},
+                }
+            )
     return checks
 
 
@@ -457,23 +560,29 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"workflow:     {workflow['wall_s']:8.1f} s  ({len(workflow['jobs'])} jobs; job-seconds per rule:)")
     for rule, row in workflow["per_rule"].items():
         print(f"    {rule:<16} {row['seconds']:8.1f} s  {row['jobs']} job(s)")
-    print(f"    {'job-seconds':<16} {sum(row['seconds'] for row in workflow['per_rule'].values()):8.1f} s  "
-          "(summed over jobs, which overlap when --cores allows)")
+    print(
+        f"    {'job-seconds':<16} {sum(row['seconds'] for row in workflow['per_rule'].values()):8.1f} s  "
+        "(summed over jobs, which overlap when --cores allows)"
+    )
     if workflow.get("shared_jobs_rerun"):
         print(f"    WARNING: shared-input rules ran again in the timed launch: {workflow['shared_jobs_rerun']}")
 
     print("\nchecks:")
     for check in report["checks"]["losses"]:
         first = check["first"]
-        print(f"  {verdict(check['passed'])} loss {check['policy']}: step {first['step']} naive {first['naive']:.6f} "
-              f"workflow {first['workflow']:.6f} (|diff| {check['first_diff']:.2e} <= {LOSS_TOLERANCE:g}); "
-              f"max |diff| over {check['steps_compared']} logged steps {check['max_diff']:.2e}")
+        print(
+            f"  {verdict(check['passed'])} loss {check['policy']}: step {first['step']} naive {first['naive']:.6f} "
+            f"workflow {first['workflow']:.6f} (|diff| {check['first_diff']:.2e} <= {LOSS_TOLERANCE:g}); "
+            f"max |diff| over {check['steps_compared']} logged steps {check['max_diff']:.2e}"
+        )
     for check in report["checks"]["metrics"]:
         for name in ("reward", "kl"):
             m = check[name]
-            print(f"  {verdict(m['passed'])} {name:<6} {check['policy']} temp {check['temperature']}: "
-                  f"naive {m['naive']:.4f} workflow {m['workflow']:.4f} |diff| {m['diff']:.4f} "
-                  f"(limit {NOISE_SIGMAS:g} x SE {m['se']:.4f} = {NOISE_SIGMAS * m['se']:.4f})")
+            print(
+                f"  {verdict(m['passed'])} {name:<6} {check['policy']} temp {check['temperature']}: "
+                f"naive {m['naive']:.4f} workflow {m['workflow']:.4f} |diff| {m['diff']:.4f} "
+                f"(limit {NOISE_SIGMAS:g} x SE {m['se']:.4f} = {NOISE_SIGMAS * m['se']:.4f})"
+            )
     counts = report["checks"]["passed"]
     print(f"  passed: losses {counts['losses']}, reward {counts['reward']}, kl {counts['kl']}")
     print(f"\nworkflow / naive = {report['ratio']:.2f} (goal <= 0.50)")
@@ -487,14 +596,25 @@ def build_report(args, study, betas: list[float], naive: dict, workflow: dict) -
         return f"{sum(passed)}/{len(passed)}"
 
     return {
-        "config": str(args.config), "subgrid_config": str(subgrid_path(args.workdir)), "study": study.name,
-        "variant": args.variant, "betas": betas, "seed": args.seed, "cores": args.cores,
-        "naive": naive, "workflow": workflow, "ratio": workflow["wall_s"] / naive["wall_s"],
-        "checks": {"losses": losses, "metrics": metrics, "passed": {
-            "losses": count([c["passed"] for c in losses]),
-            "reward": count([c["reward"]["passed"] for c in metrics]),
-            "kl": count([c["kl"]["passed"] for c in metrics]),
-        }},
+        "config": str(args.config),
+        "subgrid_config": str(subgrid_path(args.workdir)),
+        "study": study.name,
+        "variant": args.variant,
+        "betas": betas,
+        "seed": args.seed,
+        "cores": args.cores,
+        "naive": naive,
+        "workflow": workflow,
+        "ratio": workflow["wall_s"] / naive["wall_s"],
+        "checks": {
+            "losses": losses,
+            "metrics": metrics,
+            "passed": {
+                "losses": count([c["passed"] for c in losses]),
+                "reward": count([c["reward"]["passed"] for c in metrics]),
+                "kl": count([c["kl"]["passed"] for c in metrics]),
+            },
+        },
     }
 
 
@@ -515,8 +635,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/dpolab-naive-sweep"))
     parser.add_argument("--out", type=Path, help="default: <workdir>/naive_sweep.json")
     parser.add_argument("--skip-naive", action="store_true", help="reuse the naive side's last results in the workdir")
-    parser.add_argument("--skip-workflow", action="store_true",
-                        help="reuse the workflow side's last results in the workdir")
+    parser.add_argument(
+        "--skip-workflow", action="store_true", help="reuse the workflow side's last results in the workdir"
+    )
     parser.add_argument("--point", help=argparse.SUPPRESS)  # internal: one naive grid point (sft or a beta)
     args = parser.parse_args(argv)
     args.workdir = args.workdir.resolve()

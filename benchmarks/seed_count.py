@@ -31,8 +31,11 @@ def per_prompt(study: Path, judge: str | None) -> pd.DataFrame:
     if judge:
         judgments = pd.read_parquet(study / "compare" / "judgments.parquet")
         wins = judgments[(judgments["judge"] == judge) & (judgments["opponent"] == "sft")]
-        outcomes = outcomes.merge(wins[["policy", "temperature", "prompt_id", "preference"]].rename(columns={"preference": "win"}),
-                                  on=["policy", "temperature", "prompt_id"], how="left")
+        outcomes = outcomes.merge(
+            wins[["policy", "temperature", "prompt_id", "preference"]].rename(columns={"preference": "win"}),
+            on=["policy", "temperature", "prompt_id"],
+            how="left",
+        )
     trained = outcomes[outcomes["policy"] != "sft"].copy()
     parts = pd.DataFrame([parse_policy(p) for p in trained["policy"]], index=trained.index)
     return trained.assign(variant=parts["variant"], beta=parts["beta"].astype(float), seed=parts["seed"].astype(int))
@@ -49,8 +52,15 @@ def components(rows: pd.DataFrame, column: str) -> list[dict]:
             difference = table_a - table_b
             if not np.isfinite(difference).all():
                 continue
-            found.append({"pair": f"{a}-{b}", "beta": beta, "temperature": temperature,
-                          "difference": float(difference.mean()), "components": variance_components(difference)})
+            found.append(
+                {
+                    "pair": f"{a}-{b}",
+                    "beta": beta,
+                    "temperature": temperature,
+                    "difference": float(difference.mean()),
+                    "components": variance_components(difference),
+                }
+            )
     return found
 
 
@@ -67,14 +77,25 @@ def main() -> None:
         found = components(rows, column)
         if not found:
             continue
-        parts = pd.DataFrame([{"seed": c["components"].seed, "prompt": c["components"].prompt,
-                               "residual": c["components"].residual} for c in found])
+        parts = pd.DataFrame(
+            [
+                {"seed": c["components"].seed, "prompt": c["components"].prompt, "residual": c["components"].residual}
+                for c in found
+            ]
+        )
         widths = {s: np.median([c["components"].half_width(s) for c in found]) for s in range(1, args.max_seeds + 1)}
-        floor = np.median([c["components"].half_width(10 ** 9) for c in found])
-        print(f"\n{name}: {len(found)} paired differences (same beta and temperature); median variance components "
-              f"seed {parts['seed'].median():.3g}, prompt {parts['prompt'].median():.3g}, residual {parts['residual'].median():.3g}; "
-              f"median |difference| {np.median([abs(c['difference']) for c in found]):.3g}")
-        print("  seeds: " + "  ".join(f"{s}: ±{w:.3f}" for s, w in widths.items()) + f"   floor (prompts only): ±{floor:.3f}")
+        floor = np.median([c["components"].half_width(10**9) for c in found])
+        print(
+            f"\n{name}: {len(found)} paired differences (same beta and temperature); median variance components "
+            f"seed {parts['seed'].median():.3g}, prompt {parts['prompt'].median():.3g}, "
+            f"residual {parts['residual'].median():.3g}; "
+            f"median |difference| {np.median([abs(c['difference']) for c in found]):.3g}"
+        )
+        print(
+            "  seeds: "
+            + "  ".join(f"{s}: ±{w:.3f}" for s, w in widths.items())
+            + f"   floor (prompts only): ±{floor:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-from trl import DPOTrainer  # noqa: E402
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+from trl import DPOTrainer
 
-from dpolab.models import load_policy  # noqa: E402
-from dpolab.train import DPOSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset  # noqa: E402
+from dpolab.models import load_policy
+from dpolab.train import DPOSettings, RegistryDPOTrainer, compute_reference_logps, dpo_args, pairs_dataset
 
 
 class StepTimer(TrainerCallback):
@@ -41,12 +41,14 @@ class StepTimer(TrainerCallback):
 
 def synthetic_pairs(n: int) -> pd.DataFrame:
     words = ["great", "awful", "film", "plot", "acting", "boring", "wonderful", "mess", "loved", "hated"]
-    return pd.DataFrame({
-        "pair_id": range(n),
-        "prompt": [f"This movie {words[i % 10]}" for i in range(n)],
-        "chosen": [" " + " ".join(words[(i + k) % 10] for k in range(6 + i % 5)) for i in range(n)],
-        "rejected": [" " + " ".join(words[(i * 3 + k) % 10] for k in range(4 + i % 7)) for i in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "pair_id": range(n),
+            "prompt": [f"This movie {words[i % 10]}" for i in range(n)],
+            "chosen": [" " + " ".join(words[(i + k) % 10] for k in range(6 + i % 5)) for i in range(n)],
+            "rejected": [" " + " ".join(words[(i * 3 + k) % 10] for k in range(4 + i % 7)) for i in range(n)],
+        }
+    )
 
 
 def train(kind: str, model_dir: Path, pairs: pd.DataFrame, reference: pd.DataFrame | None, cfg: DPOSettings, out: Path):
@@ -56,11 +58,23 @@ def train(kind: str, model_dir: Path, pairs: pd.DataFrame, reference: pd.DataFra
     if kind == "trl_reference_model":
         args.precompute_ref_log_probs = False
         ref_model, _ = load_policy(model_dir)
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=pairs_dataset(pairs),
-                             processing_class=tokenizer, callbacks=[timer])
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=pairs_dataset(pairs),
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
     else:
-        trainer = RegistryDPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs, reference),
-                                     processing_class=tokenizer, callbacks=[timer], loss_name="dpo")
+        trainer = RegistryDPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=pairs_dataset(pairs, reference),
+            processing_class=tokenizer,
+            callbacks=[timer],
+            loss_name="dpo",
+        )
     trainer.train()
     step_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return timer.times, step_losses
@@ -76,8 +90,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = DPOSettings(max_steps=args.steps, batch_size=args.batch_size, gradient_accumulation_steps=1,
-                      learning_rate=1e-5, warmup_steps=0, max_length=args.max_length, logging_steps=1)
+    cfg = DPOSettings(
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-5,
+        warmup_steps=0,
+        max_length=args.max_length,
+        logging_steps=1,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = args.model
@@ -96,7 +117,10 @@ def main() -> None:
         ours_times, our_losses = train("shared_reference_logps", model_dir, pairs, reference, cfg, tmp)
     # the first step includes warm-up; compare the rest
     base_step, our_step = sum(base_times[1:]) / (len(base_times) - 1), sum(ours_times[1:]) / (len(ours_times) - 1)
-    print(f"model: {model_dir}  pairs: {len(pairs)}  steps: {args.steps}  batch: {args.batch_size}  threads: {args.threads}")
+    print(
+        f"model: {model_dir}  pairs: {len(pairs)}  steps: {args.steps}  batch: {args.batch_size}  "
+        f"threads: {args.threads}"
+    )
     print(f"baseline (TRL DPOTrainer + reference model) step: {base_step:.3f} s")
     print(f"dpolab (shared reference log-probs)        step: {our_step:.3f} s")
     print(f"one-off reference precompute for all pairs: {precompute_s:.2f} s")

@@ -18,9 +18,18 @@ def per_rule(study_dir: Path) -> pd.DataFrame:
     for tsv in sorted((study_dir / "benchmarks").rglob("*.tsv")):
         rule = tsv.relative_to(study_dir / "benchmarks").parts[0].removesuffix(".tsv")
         frame = pd.read_csv(tsv, sep="\t")
-        rows.append({"rule": rule, "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame["max_rss"].iloc[-1])})
-    table = pd.DataFrame(rows).groupby("rule").agg(
-        jobs=("seconds", "size"), seconds=("seconds", "sum"), mean_s=("seconds", "mean"), max_rss_mb=("max_rss_mb", "max")
+        rows.append(
+            {"rule": rule, "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame["max_rss"].iloc[-1])}
+        )
+    table = (
+        pd.DataFrame(rows)
+        .groupby("rule")
+        .agg(
+            jobs=("seconds", "size"),
+            seconds=("seconds", "sum"),
+            mean_s=("seconds", "mean"),
+            max_rss_mb=("max_rss_mb", "max"),
+        )
     )
     table["share"] = table["seconds"] / table["seconds"].sum()
     return table.sort_values("seconds", ascending=False)
@@ -35,7 +44,9 @@ def training_efficiency(study_dir: Path) -> pd.DataFrame:
         figures = [entry for entry in json.loads(log.read_text()) if "perf/mfu" in entry]
         if figures:
             job = "sft" if log.parent.name == "sft" else "/".join(log.parent.relative_to(study_dir / "dpo").parts)
-            rows.append({"job": job, **{k.removeprefix("perf/"): v for k, v in figures[-1].items() if k.startswith("perf/")}})
+            rows.append(
+                {"job": job, **{k.removeprefix("perf/"): v for k, v in figures[-1].items() if k.startswith("perf/")}}
+            )
     return pd.DataFrame(rows)
 
 
@@ -46,6 +57,14 @@ if __name__ == "__main__":
     print(f"job-seconds in all: {table['seconds'].sum():.0f}")
     efficiency = training_efficiency(study)
     if len(efficiency):
-        columns = ["job", "trained_tokens", "train_seconds", "tokens_per_s", "model_gflops_per_s", "matmul_peak_gflops", "mfu"]
+        columns = [
+            "job",
+            "trained_tokens",
+            "train_seconds",
+            "tokens_per_s",
+            "model_gflops_per_s",
+            "matmul_peak_gflops",
+            "mfu",
+        ]
         print()
         print(efficiency[columns].round(3).to_string(index=False))

@@ -17,14 +17,22 @@ import tempfile
 import time
 from pathlib import Path
 
-START = "from dpolab.generate import vllm_engine; import sys; vllm_engine(sys.argv[1], max_model_len=72, seed=0, cache_dir=sys.argv[2])"
+START = (
+    "from dpolab.generate import vllm_engine; import sys; "
+    "vllm_engine(sys.argv[1], max_model_len=72, seed=0, cache_dir=sys.argv[2])"
+)
 
 
 def start(model_dir: str, cache_dir: Path) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-c", START, model_dir, str(cache_dir)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    subprocess.run(
+        [sys.executable, "-c", START, model_dir, str(cache_dir)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.perf_counter() - began, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 

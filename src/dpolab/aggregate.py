@@ -10,7 +10,7 @@ independently, the prompts with replacement, one draw of prompts shared by every
 policy. Both sources of variation enter: a new seed (training randomness) and a new set of prompts
 (the test sample). The prompts are drawn once for all seeds because every seed answers the same
 prompts; drawing them anew within each seed (a nested bootstrap) would average a prompt's
-difficulty away and, in simulation, covers the truth too rarely (tests/test_aggregate.py measures
+difficulty away and, in simulation, covers the truth too rarely (tests/unit/test_aggregate.py measures
 both). The crossed bootstrap counts the seed-by-prompt noise twice and so errs slightly wide.
 
 Comparisons reuse the same draws for both variants (seed s of one against seed s of the other, the
@@ -42,11 +42,27 @@ PROMPT_METRICS = {"reward": "reward", "kl": "kl", "length": "completion_tokens",
 # metrics compared between variants, by the name they have in summary tables
 COMPARED = ("win_rate", "lc_win_rate", "reward", "kl", "length")
 # the column of a metric's point estimate: the names summary_by_seed.csv has for the same figures
-POINT = {"reward": "reward_mean", "kl": "kl_mean", "length": "length_mean", "chars": "chars_mean",
-         "win_rate": "win_rate", "lc_win_rate": "lc_win_rate", "win_rate_vs_chosen": "win_rate_vs_chosen"}
+POINT = {
+    "reward": "reward_mean",
+    "kl": "kl_mean",
+    "length": "length_mean",
+    "chars": "chars_mean",
+    "win_rate": "win_rate",
+    "lc_win_rate": "lc_win_rate",
+    "win_rate_vs_chosen": "win_rate_vs_chosen",
+}
 # per-seed figures without a per-prompt table: averaged over seeds as they are
-AVERAGED = ["vader_mean", "length_median", "length_ratio_vs_sft", "chars_ratio_vs_sft", "lc_length_coef",
-            "score_length_spearman", "preference_length_spearman", "first_slot_share", "tie_share"]
+AVERAGED = [
+    "vader_mean",
+    "length_median",
+    "length_ratio_vs_sft",
+    "chars_ratio_vs_sft",
+    "lc_length_coef",
+    "score_length_spearman",
+    "preference_length_spearman",
+    "first_slot_share",
+    "tie_share",
+]
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,9 @@ class AggregateSettings:
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     matched_kl_points: int = field(default=3, metadata={"help": "KL values at which frontiers are compared"})
     variants: tuple[str, ...] = field(
-        default=(), metadata={"help": "the grid's order of variants: pairs are (earlier, later) in it; others follow by name"})
+        default=(),
+        metadata={"help": "the grid's order of variants: pairs are (earlier, later) in it; others follow by name"},
+    )
 
     def __post_init__(self):
         if self.resamples < 1 or not 0 < self.confidence < 1 or self.matched_kl_points < 1:
@@ -77,7 +95,7 @@ class CrossedDraws:
     prompt_counts: np.ndarray
 
     @classmethod
-    def draw(cls, seeds, prompts, resamples: int, seed: int) -> "CrossedDraws":
+    def draw(cls, seeds, prompts, resamples: int, seed: int) -> CrossedDraws:
         rng = np.random.default_rng(seed)
         seeds, prompts = tuple(seeds), np.asarray(prompts)
         seed_counts = rng.multinomial(len(seeds), np.full(len(seeds), 1 / len(seeds)), size=resamples)
@@ -132,7 +150,9 @@ def seed_prompt_table(frame: pd.DataFrame, column: str, seeds, prompts) -> np.nd
     one_row = frame["seed"].isna().all()
     table = np.zeros((1 if one_row else len(seeds), len(prompts)))
     counts = np.zeros_like(table)
-    seed_index = np.zeros(len(frame), dtype=int) if one_row else np.searchsorted(np.asarray(seeds), frame["seed"].to_numpy())
+    seed_index = (
+        np.zeros(len(frame), dtype=int) if one_row else np.searchsorted(np.asarray(seeds), frame["seed"].to_numpy())
+    )
     prompt_index = np.searchsorted(prompts, frame["prompt_id"].to_numpy())
     np.add.at(table, (seed_index, prompt_index), frame[column].to_numpy(np.float64))
     np.add.at(counts, (seed_index, prompt_index), 1.0)
@@ -181,9 +201,20 @@ class StudyTables:
         self.seeds = sorted(self.by_seed["seed"].dropna().astype(int).unique().tolist()) or [0]
         self.built: dict = {}  # _metric_tables' results by grid point, temperature, judge
         # each table's rows by grid point, once: the aggregation looks them up for every cell
-        self.groups = {name: {key: rows for key, rows in frame.groupby(
-            [frame["variant"], frame["beta"].fillna(-1.0).round(12), frame["temperature"].astype(float).round(12)], sort=False)}
-            for name, frame in (("outcomes", self.outcomes), ("judgments", self.judgments), ("lc_draws", self.lc_draws))}
+        self.groups = {
+            name: {
+                key: rows
+                for key, rows in frame.groupby(
+                    [
+                        frame["variant"],
+                        frame["beta"].fillna(-1.0).round(12),
+                        frame["temperature"].astype(float).round(12),
+                    ],
+                    sort=False,
+                )
+            }
+            for name, frame in (("outcomes", self.outcomes), ("judgments", self.judgments), ("lc_draws", self.lc_draws))
+        }
 
     def rows(self, name: str, variant: str, beta: float | None, temperature: float) -> pd.DataFrame:
         """The rows of table `name` of one grid point (beta None: SFT) at one temperature."""
@@ -198,8 +229,15 @@ def _cells(by_seed: pd.DataFrame):
     return by_seed.assign(beta=by_seed["beta"].fillna(-1.0)).groupby(keys, sort=False, dropna=False)
 
 
-def _metric_tables(tables: StudyTables, variant: str, beta: float | None, temperature: float, judge: str,
-                   prompts: np.ndarray, resamples: int) -> dict[str, np.ndarray]:
+def _metric_tables(
+    tables: StudyTables,
+    variant: str,
+    beta: float | None,
+    temperature: float,
+    judge: str,
+    prompts: np.ndarray,
+    resamples: int,
+) -> dict[str, np.ndarray]:
     """Every metric of one grid point as a seeds x prompts table (LC: seeds x draws), built once:
     the summary, the comparisons at each beta and the frontiers all read the same tables."""
     key = (variant, beta, float(temperature), judge, resamples)
@@ -208,10 +246,19 @@ def _metric_tables(tables: StudyTables, variant: str, beta: float | None, temper
     return tables.built[key]
 
 
-def _build_metric_tables(tables: StudyTables, variant: str, beta: float | None, temperature: float, judge: str,
-                         prompts: np.ndarray, resamples: int) -> dict[str, np.ndarray]:
+def _build_metric_tables(
+    tables: StudyTables,
+    variant: str,
+    beta: float | None,
+    temperature: float,
+    judge: str,
+    prompts: np.ndarray,
+    resamples: int,
+) -> dict[str, np.ndarray]:
     outcomes = tables.rows("outcomes", variant, beta, temperature)
-    found = {name: seed_prompt_table(outcomes, column, tables.seeds, prompts) for name, column in PROMPT_METRICS.items()}
+    found = {
+        name: seed_prompt_table(outcomes, column, tables.seeds, prompts) for name, column in PROMPT_METRICS.items()
+    }
     judged = tables.rows("judgments", variant, beta, temperature)
     judged = judged[judged["judge"] == judge]
     for opponent, name in (("sft", "win_rate"), ("chosen", "win_rate_vs_chosen")):
@@ -235,7 +282,11 @@ def _summarise(name: str, table: np.ndarray, draws: CrossedDraws, confidence: fl
         sampled = draws.means(table)
         point = point_mean(table)
     low, high = interval(sampled, point, confidence)
-    spread = seed_sd(table) if name != "lc_win_rate" else (float(np.std(lc_points, ddof=1)) if len(lc_points) > 1 else np.nan)
+    spread = (
+        seed_sd(table)
+        if name != "lc_win_rate"
+        else (float(np.std(lc_points, ddof=1)) if len(lc_points) > 1 else np.nan)
+    )
     return {POINT[name]: point, f"{name}_seed_sd": spread, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
@@ -245,15 +296,23 @@ def aggregate(tables: StudyTables, settings: AggregateSettings) -> tuple[pd.Data
     bootstrap interval. Returns the table and the draws (temperature -> CrossedDraws) that the
     comparisons reuse."""
     prompts = np.sort(tables.outcomes["prompt_id"].unique())
-    draws = {float(t): CrossedDraws.draw(tables.seeds, prompts, settings.resamples, settings.seed)
-             for t in sorted(tables.by_seed["temperature"].unique())}
+    draws = {
+        float(t): CrossedDraws.draw(tables.seeds, prompts, settings.resamples, settings.seed)
+        for t in sorted(tables.by_seed["temperature"].unique())
+    }
     rows = []
     for (variant, beta, temperature, judge), per_seed in _cells(tables.by_seed):
         beta = None if beta == -1.0 else float(beta)
         found = _metric_tables(tables, variant, beta, temperature, judge, prompts, settings.resamples)
-        row = {"variant": variant, "loss": per_seed["loss"].iloc[0], "beta": beta, "temperature": float(temperature),
-               "judge": judge, "seeds": int(per_seed["seed"].nunique()) if variant != SFT else 0,
-               "prompts": int(np.isfinite(found["reward"]).any(axis=0).sum())}
+        row = {
+            "variant": variant,
+            "loss": per_seed["loss"].iloc[0],
+            "beta": beta,
+            "temperature": float(temperature),
+            "judge": judge,
+            "seeds": int(per_seed["seed"].nunique()) if variant != SFT else 0,
+            "prompts": int(np.isfinite(found["reward"]).any(axis=0).sum()),
+        }
         if "skipped_sft" in per_seed:
             row["skipped_sft"] = per_seed["skipped_sft"].iloc[0]
         for name, table in found.items():
@@ -273,12 +332,22 @@ def _order(table: pd.DataFrame) -> pd.DataFrame:
         first += [POINT[name], f"{name}_seed_sd", f"{name}_ci_low", f"{name}_ci_high"]
     table = table[[c for c in first if c in table] + [c for c in table.columns if c not in first]]
     sft_first = table["variant"].ne(SFT)
-    return (table.assign(_o=sft_first).sort_values(["_o", "variant", "beta", "temperature", "judge"], kind="stable")
-            .drop(columns="_o").reset_index(drop=True))
+    return (
+        table.assign(_o=sft_first)
+        .sort_values(["_o", "variant", "beta", "temperature", "judge"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
-def _difference_row(name: str, a: np.ndarray, b: np.ndarray, draws: CrossedDraws, confidence: float,
-                    points: tuple[float, float] | None = None) -> dict:
+def _difference_row(
+    name: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    draws: CrossedDraws,
+    confidence: float,
+    points: tuple[float, float] | None = None,
+) -> dict:
     if name == "lc_win_rate":
         sampled = lc_means(draws, a) - lc_means(draws, b)
         point_a, point_b = points
@@ -287,8 +356,15 @@ def _difference_row(name: str, a: np.ndarray, b: np.ndarray, draws: CrossedDraws
         point_a, point_b = point_mean(a), point_mean(b)
     difference = point_a - point_b
     low, high = interval(sampled, difference, confidence)
-    return {"metric": name, "value_a": point_a, "value_b": point_b, "difference": difference,
-            "ci_low": low, "ci_high": high, "excludes_zero": bool(low > 0 or high < 0)}
+    return {
+        "metric": name,
+        "value_a": point_a,
+        "value_b": point_b,
+        "difference": difference,
+        "ci_low": low,
+        "ci_high": high,
+        "excludes_zero": bool(low > 0 or high < 0),
+    }
 
 
 def in_grid_order(variants, settings: AggregateSettings) -> list[str]:
@@ -298,7 +374,9 @@ def in_grid_order(variants, settings: AggregateSettings) -> list[str]:
     return [v for v in settings.variants if v in variants] + sorted(v for v in variants if v not in settings.variants)
 
 
-def compare_at_beta(tables: StudyTables, summary: pd.DataFrame, draws: dict, settings: AggregateSettings) -> pd.DataFrame:
+def compare_at_beta(
+    tables: StudyTables, summary: pd.DataFrame, draws: dict, settings: AggregateSettings
+) -> pd.DataFrame:
     """Every pair of variants at each beta, temperature and judge they share: the paired
     difference (a minus b) of each compared metric with its interval."""
     prompts = draws[next(iter(draws))].prompts
@@ -313,9 +391,20 @@ def compare_at_beta(tables: StudyTables, summary: pd.DataFrame, draws: dict, set
                 if name not in found[a] or name not in found[b]:
                     continue
                 pair = (float(points[a]), float(points[b])) if name == "lc_win_rate" else None
-                rows.append({"comparison": "at_beta", "variant_a": a, "variant_b": b, "beta": float(beta), "kl": np.nan,
-                             "temperature": float(temperature), "judge": judge,
-                             **_difference_row(name, found[a][name], found[b][name], draws[float(temperature)], settings.confidence, pair)})
+                rows.append(
+                    {
+                        "comparison": "at_beta",
+                        "variant_a": a,
+                        "variant_b": b,
+                        "beta": float(beta),
+                        "kl": np.nan,
+                        "temperature": float(temperature),
+                        "judge": judge,
+                        **_difference_row(
+                            name, found[a][name], found[b][name], draws[float(temperature)], settings.confidence, pair
+                        ),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -346,8 +435,12 @@ def frontier(tables: StudyTables, variant: str, temperature: float, draws: Cross
     prompts = draws.prompts
     sft_kl_reward = _metric_tables(tables, SFT, None, temperature, "", prompts, 1)
     betas = sorted(tables.by_seed.loc[tables.by_seed["variant"] == variant, "beta"].dropna().unique())
-    kl, reward, kl_draws, reward_draws = [0.0], [point_mean(sft_kl_reward["reward"])], \
-        [np.zeros(len(draws.seed_counts))], [draws.means(sft_kl_reward["reward"])]
+    kl, reward, kl_draws, reward_draws = (
+        [0.0],
+        [point_mean(sft_kl_reward["reward"])],
+        [np.zeros(len(draws.seed_counts))],
+        [draws.means(sft_kl_reward["reward"])],
+    )
     for beta in betas:
         found = _metric_tables(tables, variant, beta, temperature, "", prompts, 1)
         kl.append(point_mean(found["kl"]))
@@ -382,10 +475,24 @@ def compare_at_kl(tables: StudyTables, summary: pd.DataFrame, draws: dict, setti
             for i, kl in enumerate(kl_values):
                 difference = float(point_a[i] - point_b[i])
                 low, high = interval(draws_a[:, i] - draws_b[:, i], difference, settings.confidence)
-                rows.append({"comparison": "at_kl", "variant_a": a, "variant_b": b, "beta": np.nan, "kl": float(kl),
-                             "temperature": float(temperature), "judge": "", "metric": "reward",
-                             "value_a": float(point_a[i]), "value_b": float(point_b[i]), "difference": difference,
-                             "ci_low": low, "ci_high": high, "excludes_zero": bool(low > 0 or high < 0)})
+                rows.append(
+                    {
+                        "comparison": "at_kl",
+                        "variant_a": a,
+                        "variant_b": b,
+                        "beta": np.nan,
+                        "kl": float(kl),
+                        "temperature": float(temperature),
+                        "judge": "",
+                        "metric": "reward",
+                        "value_a": float(point_a[i]),
+                        "value_b": float(point_b[i]),
+                        "difference": difference,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "excludes_zero": bool(low > 0 or high < 0),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -393,8 +500,22 @@ def comparisons(tables: StudyTables, summary: pd.DataFrame, draws: dict, setting
     """comparisons.csv: at_beta rows (each metric, each judge) then at_kl rows (reward)."""
     frames = [compare_at_beta(tables, summary, draws, settings), compare_at_kl(tables, summary, draws, settings)]
     frames = [f for f in frames if len(f)]
-    columns = ["comparison", "variant_a", "variant_b", "beta", "kl", "temperature", "judge", "metric",
-               "value_a", "value_b", "difference", "ci_low", "ci_high", "excludes_zero"]
+    columns = [
+        "comparison",
+        "variant_a",
+        "variant_b",
+        "beta",
+        "kl",
+        "temperature",
+        "judge",
+        "metric",
+        "value_a",
+        "value_b",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "excludes_zero",
+    ]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
@@ -403,7 +524,9 @@ CURVE_KEYS = ["variant", "loss", "beta", "step", "temperature"]
 CURVE_METRICS = ["kl_mean", "reward_mean", "length_mean"]
 
 
-def checkpoint_curves(metrics: pd.DataFrame, final_steps: dict[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def checkpoint_curves(
+    metrics: pd.DataFrame, final_steps: dict[str, int] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per seed and over seeds, each policy's (KL, reward) at its training steps
     (evaluation.checkpoints and the final step), SFT as step 0 of every curve: `metrics` holds
     evaluate's metrics.json rows (columns policy, variant, loss, beta, seed, step, temperature,
@@ -419,15 +542,28 @@ def checkpoint_curves(metrics: pd.DataFrame, final_steps: dict[str, int] | None 
         metrics.loc[unknown & metrics["variant"].eq(variant) & ~metrics["policy"].str.contains("/step~"), "step"] = step
     missing = [c for c in ["policy", "seed", *CURVE_KEYS, *CURVE_METRICS] if c not in metrics]
     if missing or metrics["step"].isna().any():
-        what = f"columns {missing}" if missing else f"the step of {metrics.loc[metrics['step'].isna(), 'policy'].iloc[0]}"
+        what = (
+            f"columns {missing}" if missing else f"the step of {metrics.loc[metrics['step'].isna(), 'policy'].iloc[0]}"
+        )
         raise ValueError(f"metrics lack {what} (metrics.json written by an older dpolab: rerun evaluate)")
-    by_seed = metrics[["policy", "seed", *CURVE_KEYS, *CURVE_METRICS,
-                       *[c for c in ("reward_ci_low", "reward_ci_high") if c in metrics]]].copy()
+    by_seed = metrics[
+        [
+            "policy",
+            "seed",
+            *CURVE_KEYS,
+            *CURVE_METRICS,
+            *[c for c in ("reward_ci_low", "reward_ci_high") if c in metrics],
+        ]
+    ].copy()
     by_seed["seed"] = by_seed["seed"].astype("Int64")
     by_seed["step"] = by_seed["step"].astype(int)
     order = by_seed["variant"].ne(SFT)
-    by_seed = (by_seed.assign(_o=order).sort_values(["_o", "variant", "beta", "seed", "temperature", "step"], kind="stable")
-               .drop(columns="_o").reset_index(drop=True))
+    by_seed = (
+        by_seed.assign(_o=order)
+        .sort_values(["_o", "variant", "beta", "seed", "temperature", "step"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
     keyed = by_seed.assign(loss=by_seed["loss"].fillna(""), beta=by_seed["beta"].fillna(0.0))
     grouped = keyed.groupby(CURVE_KEYS, sort=False)
     curves = grouped[CURVE_METRICS].mean()
@@ -472,7 +608,11 @@ def variance_components(table: np.ndarray) -> VarianceComponents:
     ms_seed = prompts * np.sum((seed_means - grand) ** 2) / (seeds - 1)
     ms_prompt = seeds * np.sum((prompt_means - grand) ** 2) / (prompts - 1)
     residual = table - seed_means[:, None] - prompt_means[None, :] + grand
-    ms_residual = np.sum(residual ** 2) / ((seeds - 1) * (prompts - 1))
-    return VarianceComponents(seed=max((ms_seed - ms_residual) / prompts, 0.0),
-                              prompt=max((ms_prompt - ms_residual) / seeds, 0.0),
-                              residual=float(ms_residual), seeds=seeds, prompts=prompts)
+    ms_residual = np.sum(residual**2) / ((seeds - 1) * (prompts - 1))
+    return VarianceComponents(
+        seed=max((ms_seed - ms_residual) / prompts, 0.0),
+        prompt=max((ms_prompt - ms_residual) / seeds, 0.0),
+        residual=float(ms_residual),
+        seeds=seeds,
+        prompts=prompts,
+    )

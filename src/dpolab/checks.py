@@ -40,8 +40,13 @@ def visible_gpus() -> list[tuple[str, float]]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         return [(name.strip(), float(cap)) for name, cap in (line.rsplit(",", 1) for line in out.strip().splitlines())]
     except (OSError, subprocess.SubprocessError, ValueError):
         return []
@@ -57,8 +62,10 @@ def check_gpu_precision(precision: str | None, gpus: list[tuple[str, float]] | N
     gpus = visible_gpus() if gpus is None and precision == "bf16" else (gpus or [])
     if precision == "bf16" and gpus and all(cap < BF16_COMPUTE_CAPABILITY for _, cap in gpus):
         names = ", ".join(f"{name} ({cap:g})" for name, cap in gpus)
-        raise ConfigError(f"training.precision: bf16 needs GPUs of compute capability {BF16_COMPUTE_CAPABILITY:g} or newer; "
-                          f"this machine has {names}: set training.precision: fp16 (or fp32)")
+        raise ConfigError(
+            f"training.precision: bf16 needs GPUs of compute capability {BF16_COMPUTE_CAPABILITY:g} or newer; "
+            f"this machine has {names}: set training.precision: fp16 (or fp32)"
+        )
 
 
 def check_model(model) -> None:
@@ -86,13 +93,17 @@ def check_data(data) -> None:
         raise ConfigError(f"data.source: {error}") from None
     sizes = split_sizes(n_reviews, data["eval_fraction"], data["test_fraction"])
     if sizes["eval"] == 0:  # the SFT stage evaluates on the eval split's texts
-        raise ConfigError(f"data.eval_fraction: {data['eval_fraction']} of the {n_reviews} IMDb reviews is no review; "
-                          f"at least {1 / n_reviews:.2g} (one review) is needed for the SFT evaluation texts")
+        raise ConfigError(
+            f"data.eval_fraction: {data['eval_fraction']} of the {n_reviews} IMDb reviews is no review; "
+            f"at least {1 / n_reviews:.2g} (one review) is needed for the SFT evaluation texts"
+        )
     for split, key, fraction in (("train", "n_train_prompts", None), ("test", "n_test_prompts", "test_fraction")):
         if data[key] > sizes[split]:
             hint = f" (or raise data.{fraction})" if fraction else " (or lower data.eval_fraction / data.test_fraction)"
-            raise ConfigError(f"data.{key}: {data[key]} prompts asked, but the {split} split has {sizes[split]} of the "
-                              f"{n_reviews} IMDb reviews; at most {sizes[split]}{hint}")
+            raise ConfigError(
+                f"data.{key}: {data[key]} prompts asked, but the {split} split has {sizes[split]} of the "
+                f"{n_reviews} IMDb reviews; at most {sizes[split]}{hint}"
+            )
 
 
 def check_preference_data(study: Study) -> None:
@@ -109,8 +120,10 @@ def check_preference_data(study: Study) -> None:
         except ValueError as error:
             raise ConfigError(f"data.path: {error}") from None
         if splits is None and data.test_split:
-            raise ConfigError(f"data.test_split: {path} is a single file with one split; hold test prompts out of it "
-                              "with data.test_fraction (leave test_split out), or use a save_to_disk folder with splits")
+            raise ConfigError(
+                f"data.test_split: {path} is a single file with one split; hold test prompts out of it "
+                "with data.test_fraction (leave test_split out), or use a save_to_disk folder with splits"
+            )
         if splits is not None and data.test_split and data.test_split not in splits:
             raise ConfigError(f"data.test_split: {path} has no split {data.test_split!r} (splits: {', '.join(splits)})")
         try:
@@ -119,14 +132,18 @@ def check_preference_data(study: Study) -> None:
             raise ConfigError(f"data.columns: {error}") from None
         prompt_column = data.column_map["prompt"]
         if prompt_column and prompt_column != "prompt" and prompt_column not in columns:
-            raise ConfigError(f"data.columns.prompt: {path} has no column {prompt_column!r} (has "
-                              f"{', '.join(map(str, columns))}); set columns.prompt: null when chosen and rejected hold "
-                              "whole conversations")
+            raise ConfigError(
+                f"data.columns.prompt: {path} has no column {prompt_column!r} (has "
+                f"{', '.join(map(str, columns))}); set columns.prompt: null when chosen and rejected hold "
+                "whole conversations"
+            )
         chosen = first.get(data.column_map["chosen"]) if first else None
         if isinstance(chosen, list) and not model_has_chat_template(study.config["model"]):
-            raise ConfigError(f"model: {model_name(study.config['model'])} has no chat template, and {path} is "
-                              "conversational (lists of role/content messages); use a model with one (an instruct "
-                              "model) or data in the standard format (strings)")
+            raise ConfigError(
+                f"model: {model_name(study.config['model'])} has no chat template, and {path} is "
+                "conversational (lists of role/content messages); use a model with one (an instruct "
+                "model) or data in the standard format (strings)"
+            )
     if study.sft_source == "dataset":
         dataset = study.sft_data.dataset
         if is_local(dataset["path"]):
@@ -135,8 +152,10 @@ def check_preference_data(study: Study) -> None:
             except ValueError as error:
                 raise ConfigError(f"sft.dataset.path: {error}") from None
             if not ("messages" in columns or {"prompt", "completion"} <= set(columns) or "text" in columns):
-                raise ConfigError(f"sft.dataset.path: {dataset['path']} has columns {', '.join(map(str, columns))}; an SFT "
-                                  "dataset needs a messages column, prompt and completion columns, or a text column")
+                raise ConfigError(
+                    f"sft.dataset.path: {dataset['path']} has columns {', '.join(map(str, columns))}; an SFT "
+                    "dataset needs a messages column, prompt and completion columns, or a text column"
+                )
 
 
 def peek_dataset(path: Path, split: str) -> tuple[list[str], dict | None, list[str] | None]:
@@ -155,8 +174,12 @@ def peek_dataset(path: Path, split: str) -> tuple[list[str], dict | None, list[s
         if not info.is_file():
             raise ValueError(f"{path} is not a folder written by datasets' save_to_disk (no dataset_info.json)")
         features = json.loads(info.read_text()).get("features", {})
-        first = {name: ([] if isinstance(f, list) or (isinstance(f, dict) and f.get("_type") in ("List", "Sequence"))
-                        else "") for name, f in features.items()}
+        first = {
+            name: (
+                [] if isinstance(f, list) or (isinstance(f, dict) and f.get("_type") in ("List", "Sequence")) else ""
+            )
+            for name, f in features.items()
+        }
         return list(features), first, splits or []
     if path.suffix not in FILE_SUFFIXES:
         raise ValueError(f"{path}: not a data file ({', '.join(FILE_SUFFIXES)}) or a save_to_disk folder")
@@ -165,7 +188,7 @@ def peek_dataset(path: Path, split: str) -> tuple[list[str], dict | None, list[s
     try:
         columns = file_columns(path)
         first = first_row(path)
-    except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
+    except Exception as error:
         raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {first_line(error)}") from None
     if first is None:
         raise ValueError(f"{path} has no rows")
@@ -190,12 +213,13 @@ def model_has_chat_template(model) -> bool:
         folder = Path(model["path"])
         config = folder / "tokenizer_config.json"
         return (folder / "chat_template.jinja").is_file() or (
-            config.is_file() and bool(json.loads(config.read_text()).get("chat_template")))
+            config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
+        )
     try:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(model["path"], "tokenizer_config.json", revision=model.get("revision"))
-    except Exception:  # noqa: BLE001 (an unusual cache: the data job checks)
+    except Exception:
         return True
     return bool(json.loads(Path(found).read_text()).get("chat_template")) if isinstance(found, str) else True
 
@@ -212,8 +236,10 @@ def check_http_judges(judges) -> None:
         if spec.get("api_key_env"):
             api_key = os.environ.get(spec["api_key_env"])
             if not api_key:
-                raise ConfigError(f"{where}.api_key_env: the environment variable {spec['api_key_env']} is not set "
-                                  "(it holds the endpoint's API key); export it before running the study")
+                raise ConfigError(
+                    f"{where}.api_key_env: the environment variable {spec['api_key_env']} is not set "
+                    "(it holds the endpoint's API key); export it before running the study"
+                )
         check_endpoint(spec["base_url"], spec["model"], api_key=api_key, where=where)
 
 
@@ -223,8 +249,10 @@ def check_model_folder(path: str, section: str) -> None:
     if not folder.is_dir():
         raise ConfigError(f"{section}.path: {str(folder)!r} is not a folder ({section}.source is 'local')")
     if not (folder / "config.json").is_file():
-        raise ConfigError(f"{section}.path: {folder / 'config.json'} not found (a transformers model folder has a "
-                          "config.json, from save_pretrained)")
+        raise ConfigError(
+            f"{section}.path: {folder / 'config.json'} not found (a transformers model folder has a "
+            "config.json, from save_pretrained)"
+        )
 
 
 def check_judge_paths(judges) -> None:
@@ -268,26 +296,34 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
                 body = response.read()
         except urllib.error.HTTPError as error:
             if error.code in (401, 403):
-                hint = (" (it refused the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)" if user
-                        else " (it wants credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
-                             "environment)")
+                hint = (
+                    " (it refused the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)"
+                    if user
+                    else " (it wants credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
+                    "environment)"
+                )
             elif error.code in (404, 405):
                 hint = " (no MLflow REST API there: is it an MLflow tracking server, and the URI its root?)"
             else:
                 hint = ""
-            raise ConfigError(f"mlflow.tracking_uri: the MLflow tracking server at {uri} answered HTTP {error.code}"
-                              f"{hint}") from None
+            raise ConfigError(
+                f"mlflow.tracking_uri: the MLflow tracking server at {uri} answered HTTP {error.code}{hint}"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
-            raise ConfigError(f"mlflow.tracking_uri: cannot reach the MLflow tracking server at {uri} ({reason}); "
-                              "start it (mlflow server ...) or fix the URI") from None
+            raise ConfigError(
+                f"mlflow.tracking_uri: cannot reach the MLflow tracking server at {uri} ({reason}); "
+                "start it (mlflow server ...) or fix the URI"
+            ) from None
         try:
             answer = json.loads(body)
         except ValueError:  # UnicodeDecodeError and JSONDecodeError both
             answer = None
         if not isinstance(answer, dict):  # an HTML page, another service
-            raise ConfigError(f"mlflow.tracking_uri: the server at {uri} answered, but not as an MLflow tracking "
-                              f"server (not the JSON of MLflow's REST API: {body[:60]!r}); check the host and port")
+            raise ConfigError(
+                f"mlflow.tracking_uri: the server at {uri} answered, but not as an MLflow tracking "
+                f"server (not the JSON of MLflow's REST API: {body[:60]!r}); check the host and port"
+            )
     elif uri.startswith("sqlite:///"):
         store = Path(uri.removeprefix("sqlite:///"))
         if store.exists():
@@ -298,7 +334,8 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         while not existing.exists():
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"mlflow.tracking_uri: cannot create the sqlite store {store}: {existing} is not a "
-                              "writable folder")
+            raise ConfigError(
+                f"mlflow.tracking_uri: cannot create the sqlite store {store}: {existing} is not a writable folder"
+            )
     else:  # load_study refuses other schemes first; this guards direct callers
         raise ConfigError(f"mlflow.tracking_uri: {uri!r} is not an http(s):// or sqlite:/// URI")

@@ -22,18 +22,31 @@ import copy
 import functools
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from dpolab import losses
 from dpolab.errors import ConfigError
-from dpolab.settings import (DataConfig, DistributedSettings, DPOSettings, EvaluationSettings, GenerationSettings,
-                             JudgeConfig, MlflowSettings, PairsSettings, PeftSettings, RewardModelSettings,
-                             SFTDataSettings, SFTSettings, TrainingSettings)
 from dpolab.judges import DEFAULT_PAIRWISE_TEMPLATE, check_template
 from dpolab.locate import is_hub_id
+from dpolab.settings import (
+    DataConfig,
+    DistributedSettings,
+    DPOSettings,
+    EvaluationSettings,
+    GenerationSettings,
+    JudgeConfig,
+    MlflowSettings,
+    PairsSettings,
+    PeftSettings,
+    RewardModelSettings,
+    SFTDataSettings,
+    SFTSettings,
+    TrainingSettings,
+)
 from dpolab.study import PAIRWISE_KINDS, Study, Variant, format_value, freeze, thaw
 from dpolab.variants import RULE_VARIANTS, WORKFLOW_RULES, RuleVariant
 
@@ -76,8 +89,10 @@ def _walk_for_duplicates(node, where: str, path: Path) -> None:
             dotted = f"{where}.{key}" if where else key
             line = key_node.start_mark.line + 1
             if key in first_line:
-                raise ConfigError(f"{dotted}: key {key!r} appears twice in {path} (lines {first_line[key]} and {line}); "
-                                  "YAML would keep only the second, so remove or rename one")
+                raise ConfigError(
+                    f"{dotted}: key {key!r} appears twice in {path} (lines {first_line[key]} and {line}); "
+                    "YAML would keep only the second, so remove or rename one"
+                )
             first_line[key] = line
             _walk_for_duplicates(value_node, dotted, path)
     elif isinstance(node, yaml.SequenceNode):
@@ -132,7 +147,8 @@ def _validator_class():
 
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
     validate_properties = base.VALIDATORS["properties"]
 
     def properties_with_defaults(validator, properties, instance, schema):
@@ -173,7 +189,9 @@ def _schema_error(error, prefix: str = "") -> ConfigError:
     if kind == "pattern" and value == "":
         return ConfigError(f"{key}: must not be empty")
     if kind == "pattern":
-        return ConfigError(f"{key}: {_short(value)} has characters that are not allowed (pattern {error.validator_value})")
+        return ConfigError(
+            f"{key}: {_short(value)} has characters that are not allowed (pattern {error.validator_value})"
+        )
     if kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
         hint = " (write it without a decimal point)" if "integer" in wanted and isinstance(value, float) else ""
@@ -278,8 +296,9 @@ def coerce_overrides(config, overrides, schema: Mapping | None):
 
 
 # ---- the study --------------------------------------------------------------------------------
-def load_study(config: Mapping, *, overrides: Mapping | None = None, check_environment: bool = True,
-               workdir: str | Path = ".") -> Study:
+def load_study(
+    config: Mapping, *, overrides: Mapping | None = None, check_environment: bool = True, workdir: str | Path = "."
+) -> Study:
     """Check a config (a dict as read from YAML, or Snakemake's `config`) and return the Study.
 
     `overrides`: the `--config` values (their strings are read as the schema's types).
@@ -288,7 +307,9 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
     `workdir`: where results/<study>/ is (Snakemake's working directory).
     """
     if not isinstance(config, Mapping):
-        raise ConfigError(f"<config>: a config must be a mapping of keys (study:, model:, ...), got {type(config).__name__}")
+        raise ConfigError(
+            f"<config>: a config must be a mapping of keys (study:, model:, ...), got {type(config).__name__}"
+        )
     schema = _schema()
     raw = thaw(config)  # a plain copy (Snakemake hands OrderedDicts and its own Map): never the user's dict
     if overrides:
@@ -320,16 +341,25 @@ def load_study(config: Mapping, *, overrides: Mapping | None = None, check_envir
 def stage_settings(config: dict) -> dict:
     """The typed settings of the sections that have them (dpolab.settings), checked by their
     own __post_init__ (messages start with the section's key)."""
-    classes = {"data": DataConfig, "judge": JudgeConfig, "dpo": DPOSettings, "pairs": PairsSettings,
-               "reward_model": RewardModelSettings, "generation": GenerationSettings, "evaluation": EvaluationSettings,
-               "mlflow": MlflowSettings}
+    classes = {
+        "data": DataConfig,
+        "judge": JudgeConfig,
+        "dpo": DPOSettings,
+        "pairs": PairsSettings,
+        "reward_model": RewardModelSettings,
+        "generation": GenerationSettings,
+        "evaluation": EvaluationSettings,
+        "mlflow": MlflowSettings,
+    }
     sft_data_keys = ("data", "dataset")  # what SFT trains on; the rest of sft: is how
     try:
         settings = {name: settings(**config[name]) for name, settings in classes.items()}
         settings["sft"] = SFTSettings(**{k: v for k, v in config["sft"].items() if k not in sft_data_keys})
         settings["sft_data"] = SFTDataSettings(**{k: v for k, v in config["sft"].items() if k in sft_data_keys})
         settings["peft"] = PeftSettings(**config["peft"]) if config["peft"] is not None else None
-        settings["training"] = TrainingSettings(device=config["device"], lora=settings["peft"] is not None, **config["training"])
+        settings["training"] = TrainingSettings(
+            device=config["device"], lora=settings["peft"] is not None, **config["training"]
+        )
         settings["distributed"] = DistributedSettings(device=config["device"], **config["distributed"])
         check_parallel_training(config, settings)
         return settings
@@ -341,7 +371,9 @@ def check_parallel_training(config: dict, settings: dict) -> None:
     """Batches that split evenly over the training processes; QLoRA where it can run."""
     distributed, peft = settings["distributed"], settings["peft"]
     sections = ["dpo"] + (["sft"] if config["sft"].get("data") != "none" else [])
-    trains_reward_model = any(j["kind"] == "reward_model" and j.get("source") == "study" for j in config["judges"].values())
+    trains_reward_model = any(
+        j["kind"] == "reward_model" and j.get("source") == "study" for j in config["judges"].values()
+    )
     sections += ["reward_model"] if trains_reward_model else []
     for section in sections:  # the training stages the study has
         distributed.per_device_batch(config[section]["batch_size"], f"{section}.batch_size")
@@ -351,11 +383,15 @@ def check_parallel_training(config: dict, settings: dict) -> None:
             distributed.per_device_batch(train["batch_size"], f"variants.{name}.train.batch_size")
     if peft is not None and peft.load_in_4bit:
         if config["device"] != "cuda":
-            raise ValueError("peft.load_in_4bit: QLoRA's 4-bit base runs on bitsandbytes' GPU kernels and needs device: cuda; "
-                             "on the CPU leave it false (LoRA on the full-precision base)")
+            raise ValueError(
+                "peft.load_in_4bit: QLoRA's 4-bit base runs on bitsandbytes' GPU kernels and needs device: cuda; "
+                "on the CPU leave it false (LoRA on the full-precision base)"
+            )
         if peft.sft == "full" and config["sft"].get("data") != "none":
-            raise ValueError("peft.load_in_4bit: a 4-bit model cannot be fully fine-tuned in SFT; set peft.sft: lora "
-                             "(or sft.data: none for a model that needs no SFT)")
+            raise ValueError(
+                "peft.load_in_4bit: a 4-bit model cannot be fully fine-tuned in SFT; set peft.sft: lora "
+                "(or sft.data: none for a model that needs no SFT)"
+            )
 
 
 def resolve_variant(config: dict, name: str, *, dpo_schema: dict) -> Variant:
@@ -363,8 +399,10 @@ def resolve_variant(config: dict, name: str, *, dpo_schema: dict) -> Variant:
     rule file (`rule:`, workflow/rules/variants/<rule>.smk)."""
     where, spec = f"variants.{name}", config["variants"][name]
     if ("loss" in spec) == ("rule" in spec):
-        raise ConfigError(f"{where}: give exactly one of `loss` (a loss in dpolab.losses, trained by the dpo rule) "
-                          "or `rule` (a rule file workflow/rules/variants/<rule>.smk)")
+        raise ConfigError(
+            f"{where}: give exactly one of `loss` (a loss in dpolab.losses, trained by the dpo rule) "
+            "or `rule` (a rule file workflow/rules/variants/<rule>.smk)"
+        )
     params = {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
     betas = tuple(float(b) for b in spec.get("betas") or config["grid"]["betas"])
     betas_key = f"{where}.betas" if spec.get("betas") else "grid.betas"
@@ -372,21 +410,38 @@ def resolve_variant(config: dict, name: str, *, dpo_schema: dict) -> Variant:
     if "loss" in spec:
         starts_from = spec.get("starts_from", "sft")
         if starts_from != "sft":
-            raise ConfigError(f"{where}.starts_from: a registry-loss variant trains the SFT model against the SFT "
-                              "reference log-probs; only 'sft' is possible (a rule variant may start from 'base')")
+            raise ConfigError(
+                f"{where}.starts_from: a registry-loss variant trains the SFT model against the SFT "
+                "reference log-probs; only 'sft' is possible (a rule variant may start from 'base')"
+            )
         checked = losses.check_params(spec["loss"], params, where=where)
         return Variant(name, "dpo", spec["loss"], freeze(checked), betas, "sft")
-    settings = check_rule_variant(spec["rule"], {**params, **({"starts_from": spec["starts_from"]} if "starts_from" in spec
-                                                              else {})}, where=where, dpo_section=config["dpo"], dpo_schema=dpo_schema)
+    settings = check_rule_variant(
+        spec["rule"],
+        {**params, **({"starts_from": spec["starts_from"]} if "starts_from" in spec else {})},
+        where=where,
+        dpo_section=config["dpo"],
+        dpo_schema=dpo_schema,
+    )
     # the shipped rule variants save checkpoints (jobs.train_policy); a user's rule file is not asked to
-    return Variant(name, spec["rule"], spec["rule"], freeze(settings), betas, settings["starts_from"],
-                   checkpointed=spec["rule"] in RULE_VARIANTS)
+    return Variant(
+        name,
+        spec["rule"],
+        spec["rule"],
+        freeze(settings),
+        betas,
+        settings["starts_from"],
+        checkpointed=spec["rule"] in RULE_VARIANTS,
+    )
 
 
 def resolved_entry(spec: dict, variant: Variant) -> dict:
     """A variant's entry in the resolved config: as written, with its defaults made explicit."""
-    entry = {("loss" if variant.registry else "rule"): variant.loss, **thaw(variant.params),
-             "starts_from": variant.starts_from}
+    entry = {
+        ("loss" if variant.registry else "rule"): variant.loss,
+        **thaw(variant.params),
+        "starts_from": variant.starts_from,
+    }
     if spec.get("betas"):
         entry["betas"] = list(spec["betas"])
     return entry
@@ -399,14 +454,18 @@ def check_rule_variant(rule: str, params: dict, *, where: str, dpo_section: dict
 
     if rule in WORKFLOW_RULES:
         hint = " (a registry loss is `loss: dpo`)" if rule == "dpo" else ""
-        raise ConfigError(f"{where}.rule: {rule!r} is one of the workflow's own rules; a rule variant needs its own name{hint}")
+        raise ConfigError(
+            f"{where}.rule: {rule!r} is one of the workflow's own rules; a rule variant needs its own name{hint}"
+        )
     settings_class = RULE_VARIANTS.get(rule, RuleVariant)
     known = {f.name for f in fields(settings_class)}
     if rule in RULE_VARIANTS:
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: rule {rule!r} takes no parameter {unknown[0]!r} "
-                              f"(allowed: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{where}.{unknown[0]}: rule {rule!r} takes no parameter {unknown[0]!r} "
+                f"(allowed: {', '.join(sorted(known))})"
+            )
     try:
         settings = settings_class(**{k: v for k, v in params.items() if k in known})
     except (TypeError, ValueError) as error:
@@ -419,7 +478,9 @@ def check_train_overrides(train: dict, dpo_section: dict, *, where: str, dpo_sch
     """`train:` holds keys of the dpo: section, checked against the schema's dpo: section."""
     unknown = sorted(set(train) - set(dpo_section))
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: not a key of the dpo: section (keys: {', '.join(sorted(dpo_section))})")
+        raise ConfigError(
+            f"{where}.{unknown[0]}: not a key of the dpo: section (keys: {', '.join(sorted(dpo_section))})"
+        )
     _validate({**dpo_section, **train}, dpo_schema, prefix=where)
 
 
@@ -429,8 +490,10 @@ def check_distinct_in_paths(values, key: str, name: str) -> None:
     for value in values:
         label = format_value(float(value))
         if label in seen:
-            raise ConfigError(f"{key}: {seen[label]!r} and {value!r} are both written {name}~{label} in paths "
-                              "(6 significant digits); keep one or make them differ more")
+            raise ConfigError(
+                f"{key}: {seen[label]!r} and {value!r} are both written {name}~{label} in paths "
+                "(6 significant digits); keep one or make them differ more"
+            )
         seen[label] = value
 
 
@@ -438,12 +501,16 @@ def check_study(config: dict, variants: dict[str, Variant]) -> None:
     """Cross-key checks JSON Schema cannot express (the config alone; no files read)."""
     name = config["study"]
     if len(name) > STUDY_NAME_MAX:
-        raise ConfigError(f"study: {_short(name)} is too long: at most {STUDY_NAME_MAX} characters "
-                          "(it names a results folder, the MLflow experiment and cluster jobs)")
+        raise ConfigError(
+            f"study: {_short(name)} is too long: at most {STUDY_NAME_MAX} characters "
+            "(it names a results folder, the MLflow experiment and cluster jobs)"
+        )
     for index, variant in enumerate(config["grid"]["variants"]):
         if variant not in variants:
-            raise ConfigError(f"grid.variants.{index}: unknown variant {variant!r}; defined in variants: "
-                              f"{', '.join(sorted(variants))}")
+            raise ConfigError(
+                f"grid.variants.{index}: unknown variant {variant!r}; defined in variants: "
+                f"{', '.join(sorted(variants))}"
+            )
     check_distinct_in_paths(config["generation"]["temperatures"], "generation.temperatures", "temp")
     model = config["model"]
     if model["source"] in ("local", "hub") and not model.get("path"):
@@ -453,17 +520,23 @@ def check_study(config: dict, variants: dict[str, Variant]) -> None:
     if model["source"] == "scratch":
         scratch = model["scratch"]
         if scratch["hidden_size"] % scratch["num_attention_heads"]:
-            raise ConfigError("model.scratch.hidden_size: must be divisible by model.scratch.num_attention_heads "
-                              f"(got {scratch['hidden_size']} and {scratch['num_attention_heads']})")
+            raise ConfigError(
+                "model.scratch.hidden_size: must be divisible by model.scratch.num_attention_heads "
+                f"(got {scratch['hidden_size']} and {scratch['num_attention_heads']})"
+            )
         head_size = scratch["hidden_size"] // scratch["num_attention_heads"]
         if head_size % 2:  # Llama's rotary position embeddings rotate pairs of dimensions
-            raise ConfigError(f"model.scratch.hidden_size: the head size hidden_size / num_attention_heads = "
-                              f"{head_size} must be even (rotary position embeddings); e.g. a multiple of "
-                              "2 * num_attention_heads")
+            raise ConfigError(
+                f"model.scratch.hidden_size: the head size hidden_size / num_attention_heads = "
+                f"{head_size} must be even (rotary position embeddings); e.g. a multiple of "
+                "2 * num_attention_heads"
+            )
     data = config["data"]
     if data["prompt_min_tokens"] > data["prompt_max_tokens"]:
-        raise ConfigError(f"data.prompt_min_tokens: must be <= data.prompt_max_tokens (got {data['prompt_min_tokens']} "
-                          f"> {data['prompt_max_tokens']})")
+        raise ConfigError(
+            f"data.prompt_min_tokens: must be <= data.prompt_max_tokens (got {data['prompt_min_tokens']} "
+            f"> {data['prompt_max_tokens']})"
+        )
     if data["eval_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError("data.test_fraction: data.eval_fraction + data.test_fraction must be below 1")
     check_judges(config)
@@ -485,15 +558,19 @@ def check_checkpoints(config: dict, variants: dict[str, Variant]) -> None:
         late = [step for step in steps if step >= train["max_steps"]]
         if late:
             where = f"variants.{name}.train.max_steps" if "max_steps" in overrides else "dpo.max_steps"
-            raise ConfigError(f"evaluation.checkpoints: step {late[0]} is not before the end of variant {name}'s training "
-                              f"({where}: {train['max_steps']}); the last step is the policy itself, give earlier steps")
+            raise ConfigError(
+                f"evaluation.checkpoints: step {late[0]} is not before the end of variant {name}'s training "
+                f"({where}: {train['max_steps']}); the last step is the policy itself, give earlier steps"
+            )
 
 
 def check_hub_id(repo_id: str, where: str) -> None:
     """huggingface_hub would otherwise refuse the id inside the resource sizing, with its own error."""
     if not is_hub_id(repo_id):
-        raise ConfigError(f"{where}: {_short(repo_id)} is not a Hugging Face Hub id (owner/name: letters, digits, "
-                          "- _ . and one slash, at most 96 characters a part); a local folder needs source: local")
+        raise ConfigError(
+            f"{where}: {_short(repo_id)} is not a Hugging Face Hub id (owner/name: letters, digits, "
+            "- _ . and one slash, at most 96 characters a part); a local folder needs source: local"
+        )
 
 
 def check_judges(config: dict) -> None:
@@ -503,13 +580,19 @@ def check_judges(config: dict) -> None:
         if kind in ("reward_model", "llm_pairwise"):
             if spec["source"] == "base":
                 if kind == "reward_model":
-                    raise ConfigError(f"{where}.source: a reward model needs a local folder or hub id, not the base model")
+                    raise ConfigError(
+                        f"{where}.source: a reward model needs a local folder or hub id, not the base model"
+                    )
             elif spec["source"] == "study":
                 if kind != "reward_model":
-                    raise ConfigError(f"{where}.source: 'study' is a reward model trained in the study (kind: reward_model)")
+                    raise ConfigError(
+                        f"{where}.source: 'study' is a reward model trained in the study (kind: reward_model)"
+                    )
                 if spec.get("path"):
-                    raise ConfigError(f"{where}.path: a reward model trained in the study (source: study) has no path; "
-                                      "remove it, or set source: local for your own model")
+                    raise ConfigError(
+                        f"{where}.path: a reward model trained in the study (source: study) has no path; "
+                        "remove it, or set source: local for your own model"
+                    )
             elif not spec.get("path"):
                 raise ConfigError(f"{where}.path: required when {where}.source is {spec['source']!r}")
             elif spec["source"] == "hub":
@@ -525,8 +608,10 @@ def check_judges(config: dict) -> None:
             if len({text.strip() for text in labels.values()}) != 3:
                 raise ConfigError(f"{where}.labels: first, second and tie must differ (got {dict(labels)})")
     if all(spec["kind"] in PAIRWISE_KINDS for spec in judges.values()):
-        raise ConfigError("judges: add at least one pointwise judge (gold, vader or reward_model); "
-                          "the score-length analysis needs scores")
+        raise ConfigError(
+            "judges: add at least one pointwise judge (gold, vader or reward_model); "
+            "the score-length analysis needs scores"
+        )
     primary = config["evaluation"]["primary_judge"]
     if primary not in judges:
         raise ConfigError(f"evaluation.primary_judge: {primary!r} is not a judge; judges: {', '.join(judges)}")
@@ -537,10 +622,13 @@ def check_http_judge(spec: Mapping, where: str) -> None:
     url = spec.get("base_url")
     if not url:
         raise ConfigError(f"{where}.base_url: required for kind llm_http (e.g. http://127.0.0.1:8000/v1)")
-    check_http_url(url, f"{where}.base_url",
-                   no_host="is not an http(s) URL with a host (e.g. http://127.0.0.1:8000/v1)",
-                   credentials=f"do not put credentials in the URL (they would be logged); name the environment "
-                               f"variable that holds the API key in {where}.api_key_env")
+    check_http_url(
+        url,
+        f"{where}.base_url",
+        no_host="is not an http(s) URL with a host (e.g. http://127.0.0.1:8000/v1)",
+        credentials=f"do not put credentials in the URL (they would be logged); name the environment "
+        f"variable that holds the API key in {where}.api_key_env",
+    )
     if not spec.get("model"):
         raise ConfigError(f"{where}.model: required for kind llm_http (the model name the endpoint serves)")
 
@@ -548,10 +636,27 @@ def check_http_judge(spec: Mapping, where: str) -> None:
 # Keys of the llm_http kind alone (refused on other kinds when set).
 HTTP_ONLY_KEYS = ("base_url", "model", "api_key_env", "system_prompt", "max_concurrency", "max_retries", "timeout")
 # data: keys of each source; a key of the other source, when written, is refused by name
-IMDB_DATA_KEYS = ("eval_fraction", "n_train_prompts", "n_test_prompts", "prompt_min_tokens", "prompt_max_tokens",
-                  "n_sft_texts", "sft_max_words")
-PREFERENCE_DATA_KEYS = ("path", "revision", "train_split", "test_split", "columns", "n_train", "n_test",
-                        "max_prompt_length", "max_length", "reward_fraction")
+IMDB_DATA_KEYS = (
+    "eval_fraction",
+    "n_train_prompts",
+    "n_test_prompts",
+    "prompt_min_tokens",
+    "prompt_max_tokens",
+    "n_sft_texts",
+    "sft_max_words",
+)
+PREFERENCE_DATA_KEYS = (
+    "path",
+    "revision",
+    "train_split",
+    "test_split",
+    "columns",
+    "n_train",
+    "n_test",
+    "max_prompt_length",
+    "max_length",
+    "reward_fraction",
+)
 
 
 def _defaults(schema: Mapping) -> Any:
@@ -579,8 +684,11 @@ def check_data_source(config: dict, written: Mapping) -> None:
     properties = _schema()["properties"]
     data, data_written = config["data"], written.get("data") or {}
     preferences = data["source"] == "preferences"
-    foreign = [k for k in (IMDB_DATA_KEYS if preferences else PREFERENCE_DATA_KEYS)
-               if _set(data_written, k, properties["data"]["properties"][k])]
+    foreign = [
+        k
+        for k in (IMDB_DATA_KEYS if preferences else PREFERENCE_DATA_KEYS)
+        if _set(data_written, k, properties["data"]["properties"][k])
+    ]
     if foreign:
         other = "movie_reviews" if preferences else "preferences"
         raise ConfigError(f"data.{foreign[0]}: applies to data.source {other}, not {data['source']}")
@@ -595,37 +703,52 @@ def check_data_source(config: dict, written: Mapping) -> None:
                 raise ConfigError(f"judges.{name}.{foreign[0]}: applies to judges of kind llm_http, not {kind}")
     if not preferences:
         if _set(written, "reward_model", properties["reward_model"]):
-            raise ConfigError("reward_model: trains a reward model on a preference dataset; it applies to data.source "
-                              "preferences")
-        if sft_data is not None or _set(written.get("sft") or {}, "dataset", properties["sft"]["properties"]["dataset"]):
+            raise ConfigError(
+                "reward_model: trains a reward model on a preference dataset; it applies to data.source preferences"
+            )
+        if sft_data is not None or _set(
+            written.get("sft") or {}, "dataset", properties["sft"]["properties"]["dataset"]
+        ):
             key = "sft.data" if sft_data is not None else "sft.dataset"
-            raise ConfigError(f"{key}: applies to data.source preferences; the IMDb miniature's SFT trains on review "
-                              "openings (leave it out)")
+            raise ConfigError(
+                f"{key}: applies to data.source preferences; the IMDb miniature's SFT trains on review "
+                "openings (leave it out)"
+            )
         for name, spec in judges.items():
             if spec["kind"] == "reward_model" and spec["source"] == "study":
-                raise ConfigError(f"judges.{name}.source: a reward model trained in the study needs preference pairs "
-                                  "(data.source: preferences); the IMDb miniature's gold judge is kind: gold")
+                raise ConfigError(
+                    f"judges.{name}.source: a reward model trained in the study needs preference pairs "
+                    "(data.source: preferences); the IMDb miniature's gold judge is kind: gold"
+                )
         return
     if not data["path"]:
-        raise ConfigError("data.path: required when data.source is preferences (a .jsonl/.json/.parquet/.csv file, "
-                          "a save_to_disk folder or a Hub dataset id)")
+        raise ConfigError(
+            "data.path: required when data.source is preferences (a .jsonl/.json/.parquet/.csv file, "
+            "a save_to_disk folder or a Hub dataset id)"
+        )
     check_dataset_path(data["path"], "data.path")
     for section in ("pairs", "judge"):
         if _set(written, section, properties[section]):
             what = "makes pairs from SFT samples" if section == "pairs" else "trains the IMDb gold classifier"
-            raise ConfigError(f"{section}: {what}, which a preference study does not do (its pairs come from "
-                              "data.path); remove the section")
+            raise ConfigError(
+                f"{section}: {what}, which a preference study does not do (its pairs come from "
+                "data.path); remove the section"
+            )
     for name, spec in judges.items():
         if spec["kind"] in ("gold", "vader"):
             default = "" if "judges" in written else " (the default judges)"
-            raise ConfigError(f"judges.{name}.kind: {spec['kind']}{default} judges IMDb sentiment (data.source "
-                              "movie_reviews); a preference study uses reward_model (e.g. source: study), "
-                              "llm_pairwise or llm_http judges")
+            raise ConfigError(
+                f"judges.{name}.kind: {spec['kind']}{default} judges IMDb sentiment (data.source "
+                "movie_reviews); a preference study uses reward_model (e.g. source: study), "
+                "llm_pairwise or llm_http judges"
+            )
     if sft_data == "dataset":
         dataset = config["sft"]["dataset"]
         if not dataset.get("path"):
-            raise ConfigError("sft.dataset.path: required when sft.data is dataset (a file, save_to_disk folder or "
-                              "Hub id with a messages column or prompt and completion columns)")
+            raise ConfigError(
+                "sft.dataset.path: required when sft.data is dataset (a file, save_to_disk folder or "
+                "Hub id with a messages column or prompt and completion columns)"
+            )
         check_dataset_path(dataset["path"], "sft.dataset.path")
     elif _set(written.get("sft") or {}, "dataset", properties["sft"]["properties"]["dataset"]):
         raise ConfigError(f"sft.dataset: applies when sft.data is dataset (it is {sft_data or 'chosen'!r})")
@@ -639,8 +762,10 @@ def check_dataset_path(path: str, where: str) -> None:
     if local.suffix in FILE_SUFFIXES or local.is_absolute() or path.startswith((".", "~")) or local.exists():
         return
     if not is_hub_id(path):
-        raise ConfigError(f"{where}: {_short(path)} is neither a data file ({', '.join(FILE_SUFFIXES)}), an existing "
-                          "folder, nor a Hugging Face Hub dataset id (owner/name)")
+        raise ConfigError(
+            f"{where}: {_short(path)} is neither a data file ({', '.join(FILE_SUFFIXES)}), an existing "
+            "folder, nor a Hugging Face Hub dataset id (owner/name)"
+        )
 
 
 def check_tracking_scheme(uri: str | None) -> None:
@@ -648,14 +773,20 @@ def check_tracking_scheme(uri: str | None) -> None:
     if uri is None:
         return
     if not uri.startswith(TRACKING_SCHEMES) or uri in TRACKING_SCHEMES:
-        raise ConfigError(f"mlflow.tracking_uri: {_short(uri)} is not supported; use an MLflow tracking server "
-                          "(http://host:port or https://...) or a sqlite file (sqlite:////absolute/path/mlflow.db), "
-                          "or leave it null for results/<study>/mlflow.db")
+        raise ConfigError(
+            f"mlflow.tracking_uri: {_short(uri)} is not supported; use an MLflow tracking server "
+            "(http://host:port or https://...) or a sqlite file (sqlite:////absolute/path/mlflow.db), "
+            "or leave it null for results/<study>/mlflow.db"
+        )
     if uri.startswith(("http://", "https://")):
-        check_http_url(uri, "mlflow.tracking_uri", no_host="names no host",
-                       credentials="do not put credentials in the URI (they would be logged and stored with the "
-                                   "config); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
-                                   "environment instead")
+        check_http_url(
+            uri,
+            "mlflow.tracking_uri",
+            no_host="names no host",
+            credentials="do not put credentials in the URI (they would be logged and stored with the "
+            "config); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the "
+            "environment instead",
+        )
 
 
 def check_http_url(url: str, key: str, *, no_host: str, credentials: str) -> None:
@@ -691,8 +822,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"invalid config: {error}", file=sys.stderr)
         return 2
-    print(f"config OK: study {study.name}, {len(study.points)} trained policies, "
-          f"{len(study.temperatures)} temperature(s), judges {', '.join(study.config['judges'])}")
+    print(
+        f"config OK: study {study.name}, {len(study.points)} trained policies, "
+        f"{len(study.temperatures)} temperature(s), judges {', '.join(study.config['judges'])}"
+    )
     return 0
 
 

@@ -144,8 +144,12 @@ def build(cfg: DataConfig, out_dir: Path) -> dict:
     rng = np.random.default_rng(cfg.seed + 1)
     by_split = {s: reviews[reviews["split"] == s].reset_index(drop=True) for s in SPLITS}
     prompts = {
-        "train": make_prompts(by_split["train"], cfg.n_train_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens, cfg.sft_max_words),
-        "test": make_prompts(by_split["test"], cfg.n_test_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens, cfg.sft_max_words),
+        "train": make_prompts(
+            by_split["train"], cfg.n_train_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens, cfg.sft_max_words
+        ),
+        "test": make_prompts(
+            by_split["test"], cfg.n_test_prompts, rng, cfg.prompt_min_tokens, cfg.prompt_max_tokens, cfg.sft_max_words
+        ),
     }
     sft_train = sft_texts(by_split["train"], cfg.n_sft_texts, cfg.sft_max_words, rng)
     sft_eval = sft_texts(by_split["eval"], max(cfg.n_sft_texts // 10, 1), cfg.sft_max_words, rng)

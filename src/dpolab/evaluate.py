@@ -16,7 +16,11 @@ def bootstrap_ci(values, *, resamples: int, confidence: float, seed: int) -> tup
     if np.all(values == values[0]):
         return float(values[0]), float(values[0])
     result = stats.bootstrap(
-        (values,), np.mean, n_resamples=resamples, confidence_level=confidence, method="percentile",
+        (values,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
         random_state=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
@@ -32,13 +36,22 @@ def sample_logps(samples: pd.DataFrame, source) -> tuple[np.ndarray, np.ndarray]
     """The policy and reference log-probs a generate job wrote with each sample."""
     missing = [c for c in ("policy_logps", "reference_logps") if c not in samples]
     if missing:
-        raise ValueError(f"{source}: no {' or '.join(missing)} column: samples written by an older dpolab; "
-                         "rerun the generate rule (snakemake --forcerun generate)")
+        raise ValueError(
+            f"{source}: no {' or '.join(missing)} column: samples written by an older dpolab; "
+            "rerun the generate rule (snakemake --forcerun generate)"
+        )
     return samples["policy_logps"].to_numpy(np.float64), samples["reference_logps"].to_numpy(np.float64)
 
 
-def evaluate_policy(samples: pd.DataFrame, *, policy_logps: np.ndarray, reference_logps: np.ndarray,
-                    resamples: int, confidence: float, seed: int) -> dict:
+def evaluate_policy(
+    samples: pd.DataFrame,
+    *,
+    policy_logps: np.ndarray,
+    reference_logps: np.ndarray,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict:
     """Metrics for one (policy, temperature) that need no other policy: the reward (the gold
     classifier's in the IMDb miniature, else the study's score judge) with its bootstrap CI, VADER
     (IMDb), KL to the reference, lengths. `samples` carries reward_score (or gold_score), optionally

@@ -29,7 +29,13 @@ def policy_identity(study: Study, policy: str) -> tuple[dict, bool]:
     parts = parse_policy(policy)
     point = study.point(**parts)
     step = int(parts.get("step", study.trained_steps(point.variant)))
-    return {"variant": point.variant, "loss": point.loss, "beta": point.beta, "seed": point.seed, "step": step}, point.skipped_sft
+    return {
+        "variant": point.variant,
+        "loss": point.loss,
+        "beta": point.beta,
+        "seed": point.seed,
+        "step": step,
+    }, point.skipped_sft
 
 
 @dataclass
@@ -43,16 +49,25 @@ class PointwiseJudges:
     others: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, study: Study, *, gold_dir: Path | None, reward_model_dir: Path | None) -> "PointwiseJudges":
+    def load(cls, study: Study, *, gold_dir: Path | None, reward_model_dir: Path | None) -> PointwiseJudges:
         from dpolab.judges import GoldJudge, VaderJudge
 
         specs = study.section("judges")
         names = study.pointwise_judges
         builtin = {"gold": GoldJudge.load(Path(gold_dir)), "vader": VaderJudge()} if not study.preferences else {}
-        others = {name: make_judge(name, specs[name], reward_model_dir=reward_model_dir,
-                                   reward_model_max_length=study.reward_model.max_length)
-                  for name in names if specs[name]["kind"] not in ("gold", "vader")}
-        return cls({name: specs[name]["kind"] for name in names}, {name: specs[name] for name in names}, builtin, others)
+        others = {
+            name: make_judge(
+                name,
+                specs[name],
+                reward_model_dir=reward_model_dir,
+                reward_model_max_length=study.reward_model.max_length,
+            )
+            for name in names
+            if specs[name]["kind"] not in ("gold", "vader")
+        }
+        return cls(
+            {name: specs[name]["kind"] for name in names}, {name: specs[name] for name in names}, builtin, others
+        )
 
     def score(self, samples: pd.DataFrame, instructions: list[str] | None, reward_judge: str) -> pd.DataFrame:
         """`samples` with gold_score/vader_score (IMDb), score_<judge> for every pointwise judge,
@@ -61,10 +76,14 @@ class PointwiseJudges:
         by_kind = {kind: judge.score(prompts, completions) for kind, judge in self.builtin.items()}
         scored = samples.assign(
             **{f"{kind}_score": values for kind, values in by_kind.items()},
-            completion_tokens=samples["completion_token_ids"].str.len(), chars=samples["completion"].str.len(),
-            **{f"score_{name}": by_kind[kind] if name not in self.others else
-               self.others[name].score(prompts_for(self.specs[name], prompts, instructions), completions)
-               for name, kind in self.kinds.items()},
+            completion_tokens=samples["completion_token_ids"].str.len(),
+            chars=samples["completion"].str.len(),
+            **{
+                f"score_{name}": by_kind[kind]
+                if name not in self.others
+                else self.others[name].score(prompts_for(self.specs[name], prompts, instructions), completions)
+                for name, kind in self.kinds.items()
+            },
         )
         scored["reward_score"] = scored["gold_score"] if "gold" in by_kind else scored[f"score_{reward_judge}"]
         return scored
@@ -74,9 +93,18 @@ class PointwiseJudges:
         return [f"{kind}_score" for kind in self.builtin] + [f"score_{name}" for name in self.kinds]
 
 
-def evaluate_one(study: Study, policy: str, *, prompts_file: Path, samples_files: list[Path], metrics_files: list[Path],
-                 scored_files: list[Path], gold_dir: Path | None = None, reward_model_dir: Path | None = None,
-                 log: bool = True) -> list[dict]:
+def evaluate_one(
+    study: Study,
+    policy: str,
+    *,
+    prompts_file: Path,
+    samples_files: list[Path],
+    metrics_files: list[Path],
+    scored_files: list[Path],
+    gold_dir: Path | None = None,
+    reward_model_dir: Path | None = None,
+    log: bool = True,
+) -> list[dict]:
     """Score and evaluate one policy at each temperature (files in the order of study.temperatures):
     metrics.json and scored.parquet per temperature; with `log`, the metrics at the policy's training
     step and the scored samples to the active MLflow run. Returns the metrics."""
@@ -89,21 +117,36 @@ def evaluate_one(study: Study, policy: str, *, prompts_file: Path, samples_files
     instruction = test_prompts.set_index("prompt_id")["instruction"] if "instruction" in test_prompts else None
     found = []
     for temperature, samples_file, metrics_file, scored_file in zip(
-            study.temperatures, samples_files, metrics_files, scored_files, strict=True):
+        study.temperatures, samples_files, metrics_files, scored_files, strict=True
+    ):
         samples = read_samples(samples_file).assign(temperature=float(temperature))
         instructions = instruction.loc[samples["prompt_id"]].tolist() if instruction is not None else None
         samples = judges.score(samples, instructions, study.reward_judge)
         policy_logps, reference_logps = sample_logps(samples, samples_file)
-        metrics = evaluate_policy(samples, policy_logps=policy_logps, reference_logps=reference_logps,
-                                  resamples=ev.bootstrap_resamples, confidence=ev.confidence_level, seed=ev.seed)
+        metrics = evaluate_policy(
+            samples,
+            policy_logps=policy_logps,
+            reference_logps=reference_logps,
+            resamples=ev.bootstrap_resamples,
+            confidence=ev.confidence_level,
+            seed=ev.seed,
+        )
         metrics = {"policy": policy, **identity, "temperature": float(temperature), **metrics}
         Path(metrics_file).write_text(json.dumps(metrics, indent=2))
-        samples.assign(policy=policy).drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(scored_file, index=False)
+        samples.assign(policy=policy).drop(columns=["prompt_token_ids", "completion_token_ids"]).to_parquet(
+            scored_file, index=False
+        )
         found.append(metrics)
         if log:
-            values = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")}
+            values = {
+                k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in (*identity, "temperature")
+            }
             # at the policy's training step: a policy's checkpoints and its final evaluation line up in MLflow
-            mlflow.log_metrics({f"{k}/temp_{float(temperature):g}": v for k, v in values.items()}, step=identity["step"])
-            mlflow.log_table(samples[["prompt_id", "prompt", "completion", *judges.score_columns, "completion_tokens"]],
-                             f"generations_scored/temp_{float(temperature):g}.json")
+            mlflow.log_metrics(
+                {f"{k}/temp_{float(temperature):g}": v for k, v in values.items()}, step=identity["step"]
+            )
+            mlflow.log_table(
+                samples[["prompt_id", "prompt", "completion", *judges.score_columns, "completion_tokens"]],
+                f"generations_scored/temp_{float(temperature):g}.json",
+            )
     return found

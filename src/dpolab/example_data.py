@@ -20,8 +20,8 @@ import json
 import re
 import sys
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -70,8 +70,9 @@ def _opening_words(text: str, k: int) -> str:
     return " ".join(words)
 
 
-def _openings(reviews: pd.DataFrame, order: np.ndarray, n: int, max_words: int,
-              seen: set[str]) -> list[tuple[int, str]]:
+def _openings(
+    reviews: pd.DataFrame, order: np.ndarray, n: int, max_words: int, seen: set[str]
+) -> list[tuple[int, str]]:
     """The first `n` reviews in `order` (positions in `reviews`) with a usable opening (at least
     MIN_WORDS words, at most `max_words`, no control characters, not cut after an abbreviation,
     not used before), as (position, opening). Updates `seen`."""
@@ -79,8 +80,13 @@ def _openings(reviews: pd.DataFrame, order: np.ndarray, n: int, max_words: int,
     texts = reviews["text"]
     for position in order:
         opening = opening_sentences(texts.iat[position], max_words)
-        if (opening is None or len(opening.split()) < MIN_WORDS or not _clean(opening) or _cut_short(opening)
-                or opening in seen):
+        if (
+            opening is None
+            or len(opening.split()) < MIN_WORDS
+            or not _clean(opening)
+            or _cut_short(opening)
+            or opening in seen
+        ):
             continue
         seen.add(opening)
         picked.append((int(position), opening))
@@ -89,8 +95,9 @@ def _openings(reviews: pd.DataFrame, order: np.ndarray, n: int, max_words: int,
     raise ValueError(f"only {len(picked)} usable reviews for {n} pairs (max_words {max_words})")
 
 
-def imdb_preference_table(n: int = 600, seed: int = 0, max_words: int = 30, *,
-                          reviews: pd.DataFrame | None = None) -> pd.DataFrame:
+def imdb_preference_table(
+    n: int = 600, seed: int = 0, max_words: int = 30, *, reviews: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The pairs with their provenance: columns system (None or the system prompt), instruction,
     chosen, rejected, chosen_review and rejected_review (positions in load_imdb_reviews(), i.e.
     among the package's IMDb rows in file order). Positives and negatives are drawn without
@@ -104,8 +111,9 @@ def imdb_preference_table(n: int = 600, seed: int = 0, max_words: int = 30, *,
     labels = reviews["label"].to_numpy()
     positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     if n > min(len(positives), len(negatives)):
-        raise ValueError(f"n {n} exceeds the reviews of one label "
-                         f"({len(positives)} positive, {len(negatives)} negative)")
+        raise ValueError(
+            f"n {n} exceeds the reviews of one label ({len(positives)} positive, {len(negatives)} negative)"
+        )
     # Every draw up front, in a fixed order, so the file depends only on (n, seed, max_words).
     phrasing = rng.integers(len(INSTRUCTIONS), size=n)
     start_words = rng.integers(2, 4, size=n)  # 2 or 3 words
@@ -114,19 +122,29 @@ def imdb_preference_table(n: int = 600, seed: int = 0, max_words: int = 30, *,
     seen: set[str] = set()
     chosen = _openings(reviews, rng.permutation(positives), n, max_words, seen)
     rejected = _openings(reviews, rng.permutation(negatives), n, max_words, seen)
-    return pd.DataFrame({
-        "system": [SYSTEM_PROMPTS[s] if on else None for on, s in zip(has_system, system_choice)],
-        "instruction": [INSTRUCTIONS[p].format(start=_opening_words(text, int(k)))
-                        for p, k, (_, text) in zip(phrasing, start_words, chosen)],
-        "chosen": [text for _, text in chosen],
-        "rejected": [text for _, text in rejected],
-        "chosen_review": [position for position, _ in chosen],
-        "rejected_review": [position for position, _ in rejected],
-    })
+    return pd.DataFrame(
+        {
+            "system": [SYSTEM_PROMPTS[s] if on else None for on, s in zip(has_system, system_choice)],
+            "instruction": [
+                INSTRUCTIONS[p].format(start=_opening_words(text, int(k)))
+                for p, k, (_, text) in zip(phrasing, start_words, chosen)
+            ],
+            "chosen": [text for _, text in chosen],
+            "rejected": [text for _, text in rejected],
+            "chosen_review": [position for position, _ in chosen],
+            "rejected_review": [position for position, _ in rejected],
+        }
+    )
 
 
-def build_imdb_preferences(n: int = 600, seed: int = 0, max_words: int = 30, *, format: str = "conversational",
-                           reviews: pd.DataFrame | None = None) -> list[dict]:
+def build_imdb_preferences(
+    n: int = 600,
+    seed: int = 0,
+    max_words: int = 30,
+    *,
+    format: str = "conversational",
+    reviews: pd.DataFrame | None = None,
+) -> list[dict]:
     """`n` preference rows in TRL's conversational format (prompt, chosen and rejected as lists of
     {role, content} messages, some prompts with a system turn) or, with format="standard", as
     strings (the prompt is the instruction alone)."""
@@ -141,8 +159,13 @@ def build_imdb_preferences(n: int = 600, seed: int = 0, max_words: int = 30, *, 
         # pandas may hold a missing system prompt as None or NaN (its string dtype): test for a str
         prompt = [{"role": "system", "content": record.system}] if isinstance(record.system, str) else []
         prompt.append({"role": "user", "content": record.instruction})
-        rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": record.chosen}],
-                     "rejected": [{"role": "assistant", "content": record.rejected}]})
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": record.chosen}],
+                "rejected": [{"role": "assistant", "content": record.rejected}],
+            }
+        )
     return rows
 
 
@@ -165,8 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=600, help="pairs (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     parser.add_argument("--max-words", type=int, default=30, help="words per response at most (default 30)")
-    parser.add_argument("--format", choices=FORMATS, default="conversational",
-                        help="TRL's conversational (message lists, the default) or standard (strings) format")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="conversational",
+        help="TRL's conversational (message lists, the default) or standard (strings) format",
+    )
     args = parser.parse_args(argv)
     try:
         rows = build_imdb_preferences(args.n, args.seed, args.max_words, format=args.format)

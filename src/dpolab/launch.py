@@ -50,26 +50,37 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
-def launch_command(distributed: DistributedSettings, training: TrainingSettings, job_file: str,
-                   *, relative_to: Path | None = None) -> str:
+def launch_command(
+    distributed: DistributedSettings, training: TrainingSettings, job_file: str, *, relative_to: Path | None = None
+) -> str:
     """The shell command that runs one training job in `distributed.processes` processes."""
     config = accelerate_config(distributed.strategy)
-    if relative_to is not None and config.is_relative_to(relative_to):  # dry runs: as the user sees it in the repository
+    if relative_to is not None and config.is_relative_to(
+        relative_to
+    ):  # dry runs: as the user sees it in the repository
         config = config.relative_to(relative_to)
     accelerate = [
-        "accelerate", "launch",
-        "--config_file", str(config),
-        "--num_processes", str(distributed.processes),
-        "--num_machines", str(distributed.nodes),
-        "--mixed_precision", MIXED_PRECISION[training.precision],
-        "--dynamo_backend", "no",
+        "accelerate",
+        "launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        str(distributed.processes),
+        "--num_machines",
+        str(distributed.nodes),
+        "--mixed_precision",
+        MIXED_PRECISION[training.precision],
+        "--dynamo_backend",
+        "no",
     ]
     tail = ["-m", "dpolab.launch", job_file]
     if distributed.nodes == 1:
         return shlex.join(accelerate + tail)  # Accelerate picks a free port when its default one is taken
     # One launcher per node; $SLURM_NODEID and the head node are read on each node, hence the single quotes.
-    per_node = (shlex.join(accelerate) + ' --machine_rank "$SLURM_NODEID"' + f" --main_process_ip {HEAD_NODE}"
-                f" --main_process_port {RENDEZVOUS_PORT} --rdzv_backend static " + shlex.join(tail))
+    per_node = (
+        shlex.join(accelerate) + ' --machine_rank "$SLURM_NODEID"' + f" --main_process_ip {HEAD_NODE}"
+        f" --main_process_port {RENDEZVOUS_PORT} --rdzv_backend static " + shlex.join(tail)
+    )
     return f"srun --nodes {distributed.nodes} --ntasks-per-node 1 bash -c {shlex.quote(per_node)}"
 
 
@@ -80,8 +91,10 @@ NAMED_PARTS = ("input", "output", "params", "wildcards", "log", "resources")
 def _named(part) -> dict:
     """A Snakemake Namedlist as {"names": {name: value}, "items": [...]}, values as JSON."""
     names = {name: value for name, value in part.items()}
-    return {"names": json.loads(json.dumps(names, default=str)),
-            "items": json.loads(json.dumps(list(part), default=str))}
+    return {
+        "names": json.loads(json.dumps(names, default=str)),
+        "items": json.loads(json.dumps(list(part), default=str)),
+    }
 
 
 def job_spec(snakemake, script: str) -> dict:
@@ -110,9 +123,16 @@ def rebuild_snakemake(spec: dict):
     from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Snakemake, Wildcards
 
     return Snakemake(
-        _namedlist(InputFiles, spec["input"]), _namedlist(OutputFiles, spec["output"]),
-        _namedlist(Params, spec["params"]), _namedlist(Wildcards, spec["wildcards"]), spec["threads"],
-        _namedlist(ResourceList, spec["resources"]), _namedlist(Log, spec["log"]), spec["config"], spec["rule"], None,
+        _namedlist(InputFiles, spec["input"]),
+        _namedlist(OutputFiles, spec["output"]),
+        _namedlist(Params, spec["params"]),
+        _namedlist(Wildcards, spec["wildcards"]),
+        spec["threads"],
+        _namedlist(ResourceList, spec["resources"]),
+        _namedlist(Log, spec["log"]),
+        spec["config"],
+        spec["rule"],
+        None,
         scriptdir=spec["scriptdir"],
     )
 
@@ -124,15 +144,16 @@ def job_file(snakemake) -> Path:
 def run_launched(snakemake, script: str, distributed: DistributedSettings, training: TrainingSettings) -> None:
     """In the Snakemake job's process: write the job and run it in every process (the output goes
     to the job's log); raise if any process fails."""
+    import importlib.util
     import subprocess
 
     from dpolab.config import ROOT
 
-    import importlib.util
-
     if distributed.strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
-        raise RuntimeError(f"distributed.strategy: {distributed.strategy} needs the deepspeed package (pip install -r "
-                           "envs/gpu.txt on the GPU nodes)")
+        raise RuntimeError(
+            f"distributed.strategy: {distributed.strategy} needs the deepspeed package (pip install -r "
+            "envs/gpu.txt on the GPU nodes)"
+        )
     path = job_file(snakemake)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(job_spec(snakemake, script), indent=1))
@@ -142,8 +163,10 @@ def run_launched(snakemake, script: str, distributed: DistributedSettings, train
     env.pop("LOCAL_RANK", None)
     completed = subprocess.run(command, shell=True, executable="/bin/bash", env=env)
     if completed.returncode:
-        raise RuntimeError(f"{snakemake.rule}: the {distributed.processes} training processes failed (exit code "
-                           f"{completed.returncode}); each process's error is above in {snakemake.log[0]}")
+        raise RuntimeError(
+            f"{snakemake.rule}: the {distributed.processes} training processes failed (exit code "
+            f"{completed.returncode}); each process's error is above in {snakemake.log[0]}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

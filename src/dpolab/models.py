@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -96,8 +95,14 @@ def adapter_rank(model_dir: Path | str) -> int:
     return int(json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["r"])
 
 
-def load_policy(model_dir: Path, trust_remote_code: bool = False, *, dtype: str = "float32",
-                quantization_config=None, base_dir: Path | None = None):
+def load_policy(
+    model_dir: Path,
+    trust_remote_code: bool = False,
+    *,
+    dtype: str = "float32",
+    quantization_config=None,
+    base_dir: Path | None = None,
+):
     """A policy and its tokenizer. A LoRA adapter folder is loaded on its base: `base_dir` (the
     study's SFT model, which the workflow knows) or the base path the adapter recorded."""
     if is_adapter(model_dir):
@@ -107,8 +112,12 @@ def load_policy(model_dir: Path, trust_remote_code: bool = False, *, dtype: str 
         model, _ = load_policy(base, trust_remote_code, dtype=dtype, quantization_config=quantization_config)
         model = PeftModel.from_pretrained(model, str(model_dir))
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
-                                                     quantization_config=quantization_config)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust_remote_code,
+            quantization_config=quantization_config,
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -116,14 +125,18 @@ def load_policy(model_dir: Path, trust_remote_code: bool = False, *, dtype: str 
 
 
 @torch.no_grad()
-def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
+def completion_logps(
+    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], batch_size: int = 32
+) -> np.ndarray:
     """Summed log-probs of each completion given its prompt, on the exact sampled token ids."""
     model.eval()
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(prompt_ids), batch_size):
-        rows = [p + c for p, c in zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])]
+        rows = [
+            p + c for p, c in zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])
+        ]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -133,7 +146,9 @@ def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[li
         ids, attention = ids.to(device), attention.to(device)
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
         token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        for i, (p, c) in enumerate(zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])):
+        for i, (p, c) in enumerate(
+            zip(prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size])
+        ):
             # token t+1 is predicted at position t: completion tokens sit at positions len(p)..len(p)+len(c)-1
             out.append(float(token_logps[i, len(p) - 1 : len(p) - 1 + len(c)].sum()))
     return np.array(out)

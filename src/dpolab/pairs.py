@@ -58,9 +58,12 @@ def inject_length_bias(pairs: pd.DataFrame, fraction: float, seed: int) -> pd.Da
         row = pairs.iloc[index]
         if row["rejected_tokens"] > row["chosen_tokens"]:
             swapped = {
-                "chosen": row["rejected"], "rejected": row["chosen"],
-                "chosen_score": row["rejected_score"], "rejected_score": row["chosen_score"],
-                "chosen_tokens": row["rejected_tokens"], "rejected_tokens": row["chosen_tokens"],
+                "chosen": row["rejected"],
+                "rejected": row["chosen"],
+                "chosen_score": row["rejected_score"],
+                "rejected_score": row["chosen_score"],
+                "chosen_tokens": row["rejected_tokens"],
+                "rejected_tokens": row["chosen_tokens"],
                 "relabelled_for_length": True,
             }
             for key, value in swapped.items():
@@ -71,8 +74,11 @@ def inject_length_bias(pairs: pd.DataFrame, fraction: float, seed: int) -> pd.Da
 def pair_stats(pairs: pd.DataFrame) -> dict:
     """Size, lengths and relabelling of a study's pairs; the judge's scores where the pairs were
     ranked by one (the IMDb miniature; a preference dataset's pairs have none)."""
-    scores = {f"{side}_score_mean": float(pairs[f"{side}_score"].mean())
-              for side in ("chosen", "rejected") if f"{side}_score" in pairs}
+    scores = {
+        f"{side}_score_mean": float(pairs[f"{side}_score"].mean())
+        for side in ("chosen", "rejected")
+        if f"{side}_score" in pairs
+    }
     return {
         "pairs": int(len(pairs)),
         **scores,
@@ -82,8 +88,17 @@ def pair_stats(pairs: pd.DataFrame) -> dict:
     }
 
 
-def make_pairs(study, *, prompts_file: Path, sft_dir: Path, judge_dir: Path, pairs_file: Path, stats_file: Path,
-               cache_dir: Path | None = None, log: bool = True) -> pd.DataFrame:
+def make_pairs(
+    study,
+    *,
+    prompts_file: Path,
+    sft_dir: Path,
+    judge_dir: Path,
+    pairs_file: Path,
+    stats_file: Path,
+    cache_dir: Path | None = None,
+    log: bool = True,
+) -> pd.DataFrame:
     """The pairs job: the SFT model samples `completions_per_prompt` answers to each training prompt,
     the gold classifier scores each whole review (prompt followed by completion), and build_pairs
     takes the best and the worst; pairs.parquet and stats.json (and, with `log`, the active MLflow run)."""
@@ -96,14 +111,27 @@ def make_pairs(study, *, prompts_file: Path, sft_dir: Path, judge_dir: Path, pai
 
     cfg = study.pairs
     prompts = pd.read_parquet(prompts_file)
-    sampler = make_sampler(study.generation.engine, Path(sft_dir), max_model_len=cfg.max_new_tokens + 64, seed=cfg.seed,
-                           device=study.device, cache_dir=cache_dir)
-    samples = sampler.sample(list(zip(prompts["prompt_id"].tolist(), prompts["prompt"])), n=cfg.completions_per_prompt,
-                             temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    sampler = make_sampler(
+        study.generation.engine,
+        Path(sft_dir),
+        max_model_len=cfg.max_new_tokens + 64,
+        seed=cfg.seed,
+        device=study.device,
+        cache_dir=cache_dir,
+    )
+    samples = sampler.sample(
+        list(zip(prompts["prompt_id"].tolist(), prompts["prompt"])),
+        n=cfg.completions_per_prompt,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+    )
     judge = GoldJudge.load(Path(judge_dir))
     scores = [judge.score_texts([p + s.completion for s in row]) for p, row in zip(prompts["prompt"], samples)]
-    pairs = build_pairs(prompts, samples, scores, min_score_margin=cfg.min_score_margin, length_bias=cfg.length_bias,
-                        seed=cfg.seed)
+    pairs = build_pairs(
+        prompts, samples, scores, min_score_margin=cfg.min_score_margin, length_bias=cfg.length_bias, seed=cfg.seed
+    )
     pairs.to_parquet(pairs_file, index=False)
     stats = pair_stats(pairs)
     Path(stats_file).write_text(json.dumps(stats, indent=2))

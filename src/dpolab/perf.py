@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 TOKEN_MASKS = (("attention_mask",), ("chosen_attention_mask", "rejected_attention_mask"))
 
 
-def matmul_peak_gflops(threads: int | None = None, *, size: int = 2048, seconds: float = 0.5, dtype: str = "float32",
-                       device: str = "cpu") -> float:
+def matmul_peak_gflops(
+    threads: int | None = None, *, size: int = 2048, seconds: float = 0.5, dtype: str = "float32", device: str = "cpu"
+) -> float:
     """The best of repeated `size` x `size` matmuls, in GFLOP/s, with `threads` torch threads
     (the current setting when None); the setting is restored afterwards. On a GPU (`device`
     cuda) in the training's dtype, each timing synchronised."""
@@ -63,7 +64,11 @@ def model_flops_per_token(model, sequence_length: float) -> float:
         parameters -= embeddings.weight.numel()
         if embeddings.weight.requires_grad:
             trainable -= embeddings.weight.numel()
-    return 4.0 * parameters + 2.0 * min(trainable, parameters) + 12.0 * config.num_hidden_layers * config.hidden_size * sequence_length
+    return (
+        4.0 * parameters
+        + 2.0 * min(trainable, parameters)
+        + 12.0 * config.num_hidden_layers * config.hidden_size * sequence_length
+    )
 
 
 def trained_tokens(inputs: dict) -> tuple[int, int]:
@@ -110,8 +115,11 @@ def attach_throughput(trainer, *, threads: int | None = None) -> Throughput:
     on_gpu = args.device.type == "cuda"
     dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
     # the peak of the arithmetic the training runs: the GPU's in its autocast dtype, or this CPU's fp32
-    meter = Throughput(peak_gflops=matmul_peak_gflops(threads, size=8192 if on_gpu else 2048,
-                                                      dtype=dtype if on_gpu else "float32", device=args.device.type))
+    meter = Throughput(
+        peak_gflops=matmul_peak_gflops(
+            threads, size=8192 if on_gpu else 2048, dtype=dtype if on_gpu else "float32", device=args.device.type
+        )
+    )
     step = trainer.training_step
 
     def counting_step(model, inputs, *args, **kwargs):
@@ -130,7 +138,9 @@ def attach_throughput(trainer, *, threads: int | None = None) -> Throughput:
             if processes > 1:  # the job's tokens and peak: every process's, summed (a collective: all ranks are here)
                 import torch
 
-                counts = torch.tensor([meter.tokens, meter.sequences], dtype=torch.long, device=trainer.accelerator.device)
+                counts = torch.tensor(
+                    [meter.tokens, meter.sequences], dtype=torch.long, device=trainer.accelerator.device
+                )
                 meter.tokens, meter.sequences = (int(x) for x in trainer.accelerator.reduce(counts, reduction="sum"))
                 meter.peak_gflops *= processes
             length = meter.tokens / meter.sequences if meter.sequences else 0.0

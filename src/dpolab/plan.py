@@ -10,7 +10,6 @@ count), the per-job figures from the same functions the rule files call.
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from pathlib import Path
@@ -35,7 +34,9 @@ def job_stats(dry_run_output: str) -> dict[str, int]:
     """rule -> job count, from the "Job stats" table of `snakemake -n` (the last one printed)."""
     tables = dry_run_output.split("Job stats:")
     if len(tables) < 2:
-        raise ValueError("no 'Job stats:' table in the dry run's output (did the dry run fail, or is there nothing to do?)")
+        raise ValueError(
+            "no 'Job stats:' table in the dry run's output (did the dry run fail, or is there nothing to do?)"
+        )
     counts = {}
     for line in tables[-1].splitlines()[3:]:
         match = re.fullmatch(r"\s*(\S+)\s+(\d+)\s*", line)
@@ -62,23 +63,40 @@ def plan_rows(study: Study, n_params: int, counts: dict[str, int]) -> list[dict]
         resources = rule_resources(rule, study, n_params)
         gpus = resources.get("gpu", 0)  # the job's total over its nodes (the SLURM plugin's --gpus)
         hours = resources["runtime"] / 60
-        rows.append({"rule": rule, "jobs": jobs, "gpus_per_job": gpus, "nodes": resources.get("nodes", 1),
-                     "mem_gb": resources["mem_mb"] / 1024, "hours_per_job": hours, "gpu_hours": jobs * gpus * hours,
-                     "job_hours": jobs * hours})
+        rows.append(
+            {
+                "rule": rule,
+                "jobs": jobs,
+                "gpus_per_job": gpus,
+                "nodes": resources.get("nodes", 1),
+                "mem_gb": resources["mem_mb"] / 1024,
+                "hours_per_job": hours,
+                "gpu_hours": jobs * gpus * hours,
+                "job_hours": jobs * hours,
+            }
+        )
     return rows
 
 
 def format_plan(study: Study, rows: list[dict]) -> str:
     header = f"{'rule':<22} {'jobs':>5} {'GPUs/job':>8} {'nodes':>5} {'mem GB':>7} {'h/job':>7} {'GPU-h':>8}"
-    lines = [f"Plan of study {study.name} ({study.device}; runtimes are the jobs' requested limits, "
-             "upper bounds with head-room):", header, "-" * len(header)]
+    lines = [
+        f"Plan of study {study.name} ({study.device}; runtimes are the jobs' requested limits, "
+        "upper bounds with head-room):",
+        header,
+        "-" * len(header),
+    ]
     for row in rows:
-        lines.append(f"{row['rule']:<22} {row['jobs']:>5} {row['gpus_per_job']:>8} {row['nodes']:>5} {row['mem_gb']:>7.1f} "
-                     f"{row['hours_per_job']:>7.2f} {row['gpu_hours']:>8.1f}")
+        lines.append(
+            f"{row['rule']:<22} {row['jobs']:>5} {row['gpus_per_job']:>8} {row['nodes']:>5} {row['mem_gb']:>7.1f} "
+            f"{row['hours_per_job']:>7.2f} {row['gpu_hours']:>8.1f}"
+        )
     jobs = sum(row["jobs"] for row in rows)
     gpu_hours = sum(row["gpu_hours"] for row in rows)
     lines.append("-" * len(header))
-    lines.append(f"{'total':<22} {jobs:>5} {'':>8} {'':>5} {'':>7} {sum(r['job_hours'] for r in rows):>7.1f} {gpu_hours:>8.1f}")
+    lines.append(
+        f"{'total':<22} {jobs:>5} {'':>8} {'':>5} {'':>7} {sum(r['job_hours'] for r in rows):>7.1f} {gpu_hours:>8.1f}"
+    )
     widest = max((row["gpus_per_job"] for row in rows), default=0)
     if widest:
         lines.append(f"largest job: {widest} GPUs; GPU-hours are the sum of jobs x GPUs x requested hours")

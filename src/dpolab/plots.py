@@ -18,19 +18,26 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
 
-from dpolab.winrate import spearman  # noqa: E402
+from dpolab.winrate import spearman
 
 SFT = "sft"
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
 LINESTYLES = ["-", "--", ":", "-."]
-PLOTS = ("reward_vs_kl", "frontier_by_variant", "win_rate_vs_beta", "length_vs_beta", "raw_vs_lc_win_rate",
-         "win_rate_vs_temperature", "score_vs_length")
+PLOTS = (
+    "reward_vs_kl",
+    "frontier_by_variant",
+    "win_rate_vs_beta",
+    "length_vs_beta",
+    "raw_vs_lc_win_rate",
+    "win_rate_vs_temperature",
+    "score_vs_length",
+)
 
 
 @dataclass
@@ -54,13 +61,17 @@ class Style:
         per temperature given."""
         handles = [Line2D([], [], color=self.colour(v), lw=2, label=v) for v in self.variants]
         if len(self.temperatures) > 1:
-            handles += [Line2D([], [], color="grey", marker=self.marker(t), ls="", label=f"T={t:g}") for t in self.temperatures]
-        handles += [Line2D([], [], color="black", marker=self.marker(t), ls="", markersize=9, label=f"SFT (T={t:g})")
-                    for t in sft_temperatures]
+            handles += [
+                Line2D([], [], color="grey", marker=self.marker(t), ls="", label=f"T={t:g}") for t in self.temperatures
+            ]
+        handles += [
+            Line2D([], [], color="black", marker=self.marker(t), ls="", markersize=9, label=f"SFT (T={t:g})")
+            for t in sft_temperatures
+        ]
         return handles + list(extra)
 
     @classmethod
-    def of(cls, table: pd.DataFrame, variants: list[str] | None = None) -> "Style":
+    def of(cls, table: pd.DataFrame, variants: list[str] | None = None) -> Style:
         grid = [v for v in dict.fromkeys(table["variant"]) if v != SFT]
         ordered = [v for v in (variants or []) if v in grid] + [v for v in grid if v not in (variants or [])]
         return cls(ordered, sorted(float(t) for t in table["temperature"].unique()))
@@ -122,10 +133,17 @@ def place_labels(ax, points: list[tuple[float, float, str, str, object]], placed
             if choice:
                 break
         (dx, dy), distance = choice or ((1, 1), DISTANCES[0])  # nowhere free: the nearest spot (series.json shows it)
-        label = ax.annotate(text, (x, y), xytext=(dx * distance, dy * distance), textcoords="offset points", fontsize=7,
-                            color=colour, ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                            va="bottom" if dy > 0 else "top" if dy < 0 else "center",
-                            arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5, "alpha": 0.6} if distance > 9 else None)
+        label = ax.annotate(
+            text,
+            (x, y),
+            xytext=(dx * distance, dy * distance),
+            textcoords="offset points",
+            fontsize=7,
+            color=colour,
+            ha="left" if dx > 0 else "right" if dx < 0 else "center",
+            va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+            arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5, "alpha": 0.6} if distance > 9 else None,
+        )
         box = tuple(label.get_window_extent(renderer).extents)
         placed.append(box)
         shown.labels.append(identity)
@@ -167,20 +185,41 @@ def plot_frontier(table: pd.DataFrame, path: Path, style: Style, reward_label: s
     temperature: each variant's betas joined in order, with x and y error bars; SFT at KL 0."""
     shown = Shown()
     temperatures = style.temperatures
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.2 * len(temperatures) + 1.8, 4.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(temperatures), figsize=(4.2 * len(temperatures) + 1.8, 4.4), sharey=True, squeeze=False
+    )
     for ax, temperature in zip(axes[0], temperatures):
         at_t = table[np.isclose(table["temperature"], temperature)]
         for variant in style.variants:
             rows = at_t[at_t["variant"] == variant].sort_values("beta", ascending=False)
             if not len(rows):
                 continue
-            ax.errorbar(rows["kl_mean"], rows["reward_mean"],
-                        xerr=_err(rows["kl_mean"], rows.get("kl_ci_low", rows["kl_mean"]), rows.get("kl_ci_high", rows["kl_mean"])),
-                        yerr=_err(rows["reward_mean"], rows["reward_ci_low"], rows["reward_ci_high"]),
-                        color=style.colour(variant), marker=style.marker(temperature), ms=5, lw=1.2, capsize=2, elinewidth=0.8)
+            ax.errorbar(
+                rows["kl_mean"],
+                rows["reward_mean"],
+                xerr=_err(
+                    rows["kl_mean"], rows.get("kl_ci_low", rows["kl_mean"]), rows.get("kl_ci_high", rows["kl_mean"])
+                ),
+                yerr=_err(rows["reward_mean"], rows["reward_ci_low"], rows["reward_ci_high"]),
+                color=style.colour(variant),
+                marker=style.marker(temperature),
+                ms=5,
+                lw=1.2,
+                capsize=2,
+                elinewidth=0.8,
+            )
         sft = at_t[at_t["variant"] == SFT]
-        ax.errorbar(sft["kl_mean"], sft["reward_mean"], yerr=_err(sft["reward_mean"], sft["reward_ci_low"], sft["reward_ci_high"]),
-                    color="black", marker=style.marker(temperature), ms=9, ls="", capsize=2, zorder=3)
+        ax.errorbar(
+            sft["kl_mean"],
+            sft["reward_mean"],
+            yerr=_err(sft["reward_mean"], sft["reward_ci_low"], sft["reward_ci_high"]),
+            color="black",
+            marker=style.marker(temperature),
+            ms=9,
+            ls="",
+            capsize=2,
+            zorder=3,
+        )
         ax.set_title(f"T={temperature:g}")
         ax.set_xlabel("KL(policy || reference), nats per sample")
     axes[0][0].set_ylabel(reward_label)
@@ -190,9 +229,20 @@ def plot_frontier(table: pd.DataFrame, path: Path, style: Style, reward_label: s
     placed: list = _legend_boxes(fig)
     for ax, temperature in zip(axes[0], temperatures):
         at_t = table[np.isclose(table["temperature"], temperature)]
-        points = [(r["kl_mean"], r["reward_mean"], f"β={r['beta']:g}", f"{r['variant']} β={r['beta']:g} T={temperature:g}",
-                   style.colour(r["variant"])) for _, r in at_t[at_t["variant"] != SFT].iterrows()]
-        points += [(r["kl_mean"], r["reward_mean"], "SFT", f"SFT T={temperature:g}", "black") for _, r in at_t[at_t["variant"] == SFT].iterrows()]
+        points = [
+            (
+                r["kl_mean"],
+                r["reward_mean"],
+                f"β={r['beta']:g}",
+                f"{r['variant']} β={r['beta']:g} T={temperature:g}",
+                style.colour(r["variant"]),
+            )
+            for _, r in at_t[at_t["variant"] != SFT].iterrows()
+        ]
+        points += [
+            (r["kl_mean"], r["reward_mean"], "SFT", f"SFT T={temperature:g}", "black")
+            for _, r in at_t[at_t["variant"] == SFT].iterrows()
+        ]
         place_labels(ax, points, placed, shown)
     return _finish(fig, path, shown)
 
@@ -204,7 +254,9 @@ def plot_frontier_by_variant(table: pd.DataFrame, path: Path, style: Style, rewa
     count = len(style.variants)
     columns = min(count, 4)
     rows_n = -(-count // columns)
-    fig, axes = plt.subplots(rows_n, columns, figsize=(3.2 * columns + 1.6, 2.8 * rows_n + 0.6), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        rows_n, columns, figsize=(3.2 * columns + 1.6, 2.8 * rows_n + 0.6), sharex=True, sharey=True, squeeze=False
+    )
     grid = table[table["variant"] != SFT]
     sft = table[table["variant"] == SFT]
     for index, variant in enumerate(style.variants):
@@ -212,14 +264,26 @@ def plot_frontier_by_variant(table: pd.DataFrame, path: Path, style: Style, rewa
         others = grid[grid["variant"] != variant]
         ax.scatter(others["kl_mean"], others["reward_mean"], s=8, color="0.8", zorder=1)
         for temperature in style.temperatures:
-            rows = grid[(grid["variant"] == variant) & np.isclose(grid["temperature"], temperature)].sort_values("beta", ascending=False)
+            rows = grid[(grid["variant"] == variant) & np.isclose(grid["temperature"], temperature)].sort_values(
+                "beta", ascending=False
+            )
             start = sft[np.isclose(sft["temperature"], temperature)]
             kl = np.concatenate([start["kl_mean"], rows["kl_mean"]])
             reward = np.concatenate([start["reward_mean"], rows["reward_mean"]])
             ax.plot(kl, reward, color=style.colour(variant), marker=style.marker(temperature), ms=4, lw=1.2, zorder=2)
-            ax.errorbar(rows["kl_mean"], rows["reward_mean"], yerr=_err(rows["reward_mean"], rows["reward_ci_low"], rows["reward_ci_high"]),
-                        ls="", color=style.colour(variant), capsize=2, elinewidth=0.8, zorder=2)
-            ax.scatter(start["kl_mean"], start["reward_mean"], color="black", marker=style.marker(temperature), s=40, zorder=3)
+            ax.errorbar(
+                rows["kl_mean"],
+                rows["reward_mean"],
+                yerr=_err(rows["reward_mean"], rows["reward_ci_low"], rows["reward_ci_high"]),
+                ls="",
+                color=style.colour(variant),
+                capsize=2,
+                elinewidth=0.8,
+                zorder=2,
+            )
+            ax.scatter(
+                start["kl_mean"], start["reward_mean"], color="black", marker=style.marker(temperature), s=40, zorder=3
+            )
         ax.set_title(variant, fontsize=9, color=style.colour(variant))
         shown.rows.append(variant)
     for index in range(count, rows_n * columns):
@@ -229,7 +293,7 @@ def plot_frontier_by_variant(table: pd.DataFrame, path: Path, style: Style, rewa
     for ax in axes[:, 0]:
         ax.set_ylabel(reward_label, fontsize=8)
     fig.suptitle("Each variant's frontier from SFT (black) over its betas; grey: the other variants", fontsize=9)
-    _legend_outside(fig, axes[0][-1], style.legend(sft_temperatures=style.temperatures)[len(style.variants):], shown)
+    _legend_outside(fig, axes[0][-1], style.legend(sft_temperatures=style.temperatures)[len(style.variants) :], shown)
     fig.tight_layout()
     return _finish(fig, path, shown)
 
@@ -243,23 +307,44 @@ def _beta_axis(ax, betas) -> None:
     ax.set_xlabel("beta")
 
 
-def _plot_vs_beta(table: pd.DataFrame, path: Path, style: Style, column: str, ci: tuple[str, str] | None,
-                  ylabel: str, title: str, sft_lines: dict[float, float] | float) -> Shown:
+def _plot_vs_beta(
+    table: pd.DataFrame,
+    path: Path,
+    style: Style,
+    column: str,
+    ci: tuple[str, str] | None,
+    ylabel: str,
+    title: str,
+    sft_lines: dict[float, float] | float,
+) -> Shown:
     """A metric against beta, a panel per temperature, a line per variant; `sft_lines` is SFT's
     level per temperature (or one level for all, e.g. a win rate's 0.5)."""
     shown = Shown()
     temperatures = style.temperatures
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(3.8 * len(temperatures) + 1.8, 4.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(temperatures), figsize=(3.8 * len(temperatures) + 1.8, 4.2), sharey=True, squeeze=False
+    )
     width = min(0.03, 0.2 / max(len(style.variants), 1))  # the spread of one beta's points stays within 0.2 decades
     for ax, temperature in zip(axes[0], temperatures):
         for index, variant in enumerate(style.variants):
-            rows = table[(table["variant"] == variant) & np.isclose(table["temperature"], temperature)].sort_values("beta")
+            rows = table[(table["variant"] == variant) & np.isclose(table["temperature"], temperature)].sort_values(
+                "beta"
+            )
             if not len(rows):
                 continue
             x = rows["beta"].to_numpy(float) * 10 ** _dodge(index, len(style.variants), width)
             yerr = _err(rows[column], rows[ci[0]], rows[ci[1]]) if ci else None
-            ax.errorbar(x, rows[column], yerr=yerr, color=style.colour(variant), marker=style.marker(temperature), ms=5,
-                        lw=1.2, capsize=2, elinewidth=0.8)
+            ax.errorbar(
+                x,
+                rows[column],
+                yerr=yerr,
+                color=style.colour(variant),
+                marker=style.marker(temperature),
+                ms=5,
+                lw=1.2,
+                capsize=2,
+                elinewidth=0.8,
+            )
         level = sft_lines if not isinstance(sft_lines, dict) else sft_lines.get(float(temperature))
         if level is not None:
             ax.axhline(level, color="black", lw=1, ls="--")
@@ -284,8 +369,13 @@ def plot_raw_vs_lc(table: pd.DataFrame, path: Path, style: Style, judge: str) ->
     grid = table[table["variant"] != SFT]
     order = grid.assign(_v=grid["variant"].map(style.variants.index)).sort_values(["_v", "beta"])
     labels = list(dict.fromkeys(_grid_label(r) for _, r in order.iterrows()))
-    fig, axes = plt.subplots(1, len(style.temperatures), figsize=(4.2 * len(style.temperatures) + 1.8, 0.32 * len(labels) + 1.8),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(style.temperatures),
+        figsize=(4.2 * len(style.temperatures) + 1.8, 0.32 * len(labels) + 1.8),
+        sharey=True,
+        squeeze=False,
+    )
     for ax, temperature in zip(axes[0], style.temperatures):
         rows = order[np.isclose(order["temperature"], temperature)]
         y = np.array([labels.index(_grid_label(r)) for _, r in rows.iterrows()], dtype=float)
@@ -293,17 +383,27 @@ def plot_raw_vs_lc(table: pd.DataFrame, path: Path, style: Style, judge: str) ->
             if column not in rows or rows[column].isna().all():
                 continue
             for (_, row), position in zip(rows.iterrows(), y):
-                ax.errorbar(row[column], position + 0.18 * (offset * 2 - 1),
-                            xerr=_err([row[column]], [row[f"{column}_ci_low"]], [row[f"{column}_ci_high"]]),
-                            color=style.colour(row["variant"]), marker="o", fillstyle=fill, ls="", capsize=2, elinewidth=0.8)
+                ax.errorbar(
+                    row[column],
+                    position + 0.18 * (offset * 2 - 1),
+                    xerr=_err([row[column]], [row[f"{column}_ci_low"]], [row[f"{column}_ci_high"]]),
+                    color=style.colour(row["variant"]),
+                    marker="o",
+                    fillstyle=fill,
+                    ls="",
+                    capsize=2,
+                    elinewidth=0.8,
+                )
         ax.axvline(0.5, color="black", ls="--", lw=1)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylim(len(labels) - 0.5, -0.5)
         ax.set_xlabel(f"win rate vs SFT ({judge})")
         ax.set_title(f"T={temperature:g}")
     shown.rows = labels
-    handles = [Line2D([], [], color="grey", marker="o", ls="", label="raw"),
-               Line2D([], [], color="grey", marker="o", fillstyle="none", ls="", label="length-controlled")]
+    handles = [
+        Line2D([], [], color="grey", marker="o", ls="", label="raw"),
+        Line2D([], [], color="grey", marker="o", fillstyle="none", ls="", label="length-controlled"),
+    ]
     fig.suptitle("Raw (filled) and length-controlled (open) win rate, bars: 95% CI over seeds and prompts", fontsize=9)
     _legend_outside(fig, axes[0][-1], handles, shown)
     fig.tight_layout()
@@ -326,15 +426,25 @@ def plot_win_rate_vs_temperature(table: pd.DataFrame, path: Path, style: Style, 
             x = rows["temperature"].to_numpy(float) + span * _dodge(index, len(style.variants), width)
             ax.plot(x, rows["win_rate"], color=style.colour(variant), lw=1.2)
             for xi, (_, row) in zip(x, rows.iterrows()):
-                ax.errorbar(xi, row["win_rate"], yerr=_err([row["win_rate"]], [row["win_rate_ci_low"]], [row["win_rate_ci_high"]]),
-                            color=style.colour(variant), marker=style.marker(row["temperature"]), ms=5, capsize=2, elinewidth=0.8)
+                ax.errorbar(
+                    xi,
+                    row["win_rate"],
+                    yerr=_err([row["win_rate"]], [row["win_rate_ci_low"]], [row["win_rate_ci_high"]]),
+                    color=style.colour(variant),
+                    marker=style.marker(row["temperature"]),
+                    ms=5,
+                    capsize=2,
+                    elinewidth=0.8,
+                )
         ax.axhline(0.5, color="black", ls="--", lw=1)
         ax.set_xticks(style.temperatures, [f"{t:g}" for t in style.temperatures])
         ax.set_xlabel("sampling temperature")
         ax.set_title(f"β={beta:g}")
     axes[0][0].set_ylabel(f"win rate vs SFT ({judge})")
     fig.suptitle("Win rate vs temperature (mean over seeds, bars: 95% CI over seeds and prompts)", fontsize=9)
-    _legend_outside(fig, axes[0][-1], style.legend(extra=[Line2D([], [], color="black", ls="--", lw=1, label="SFT (0.5)")]), shown)
+    _legend_outside(
+        fig, axes[0][-1], style.legend(extra=[Line2D([], [], color="black", ls="--", lw=1, label="SFT (0.5)")]), shown
+    )
     fig.tight_layout()
     return _finish(fig, path, shown)
 
@@ -369,7 +479,9 @@ def plot_checkpoint_frontier(curves: pd.DataFrame, path: Path, style: Style, rew
     shown = Shown()
     temperatures = style.temperatures
     betas = sorted(curves.loc[curves["variant"] != SFT, "beta"].dropna().unique())
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(4.2 * len(temperatures) + 1.8, 4.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(temperatures), figsize=(4.2 * len(temperatures) + 1.8, 4.4), sharey=True, squeeze=False
+    )
     ends = {}
     for ax, temperature in zip(axes[0], temperatures):
         at_t = curves[np.isclose(curves["temperature"], temperature)]
@@ -381,19 +493,37 @@ def plot_checkpoint_frontier(curves: pd.DataFrame, path: Path, style: Style, rew
                     continue
                 kl = np.concatenate([sft["kl_mean"], rows["kl_mean"]])
                 reward = np.concatenate([sft["reward_mean"], rows["reward_mean"]])
-                ax.plot(kl, reward, color=style.colour(variant), ls=LINESTYLES[beta_index % len(LINESTYLES)],
-                        marker=style.marker(temperature), ms=4, lw=1.2)
+                ax.plot(
+                    kl,
+                    reward,
+                    color=style.colour(variant),
+                    ls=LINESTYLES[beta_index % len(LINESTYLES)],
+                    marker=style.marker(temperature),
+                    ms=4,
+                    lw=1.2,
+                )
                 last = rows.iloc[-1]
                 ends.setdefault(temperature, []).append(
-                    (last["kl_mean"], last["reward_mean"], f"{variant} β={beta:g}",
-                     f"{variant} β={beta:g} T={temperature:g}", style.colour(variant)))
+                    (
+                        last["kl_mean"],
+                        last["reward_mean"],
+                        f"{variant} β={beta:g}",
+                        f"{variant} β={beta:g} T={temperature:g}",
+                        style.colour(variant),
+                    )
+                )
         ax.scatter(sft["kl_mean"], sft["reward_mean"], color="black", marker=style.marker(temperature), s=60, zorder=3)
         ax.set_title(f"T={temperature:g}")
         ax.set_xlabel("KL(policy || reference), nats per sample")
     axes[0][0].set_ylabel(reward_label)
     last_step = int(curves["step"].max())
-    fig.suptitle(f"Reward vs KL over training: SFT (step 0), checkpoints, last step {last_step} labelled (mean over seeds)", fontsize=9)
-    beta_lines = [Line2D([], [], color="grey", ls=LINESTYLES[i % len(LINESTYLES)], label=f"β={b:g}") for i, b in enumerate(betas)]
+    fig.suptitle(
+        f"Reward vs KL over training: SFT (step 0), checkpoints, last step {last_step} labelled (mean over seeds)",
+        fontsize=9,
+    )
+    beta_lines = [
+        Line2D([], [], color="grey", ls=LINESTYLES[i % len(LINESTYLES)], label=f"β={b:g}") for i, b in enumerate(betas)
+    ]
     _legend_outside(fig, axes[0][-1], style.legend(sft_temperatures=temperatures, extra=beta_lines), shown)
     fig.tight_layout()
     placed: list = _legend_boxes(fig)
@@ -402,7 +532,9 @@ def plot_checkpoint_frontier(curves: pd.DataFrame, path: Path, style: Style, rew
     return _finish(fig, path, shown)
 
 
-def write_checkpoint_plot(curves: pd.DataFrame, out_dir: Path, *, reward_label: str, variants: list[str] | None = None) -> Path:
+def write_checkpoint_plot(
+    curves: pd.DataFrame, out_dir: Path, *, reward_label: str, variants: list[str] | None = None
+) -> Path:
     """plots/checkpoint_frontier.png from checkpoints.csv's rows, its labels added to plots/series.json."""
     path = out_dir / "checkpoint_frontier.png"
     shown = plot_checkpoint_frontier(curves, path, Style.of(curves, variants), reward_label)
@@ -413,9 +545,17 @@ def write_checkpoint_plot(curves: pd.DataFrame, out_dir: Path, *, reward_label: 
     return path
 
 
-def write_plots(summary: pd.DataFrame, scores: pd.DataFrame, policy_variants: dict[str, str], out_dir: Path, *,
-                primary_judge: str, score_judge: str, reward_label: str = "gold reward (P(positive))",
-                variants: list[str] | None = None) -> list[Path]:
+def write_plots(
+    summary: pd.DataFrame,
+    scores: pd.DataFrame,
+    policy_variants: dict[str, str],
+    out_dir: Path,
+    *,
+    primary_judge: str,
+    score_judge: str,
+    reward_label: str = "gold reward (P(positive))",
+    variants: list[str] | None = None,
+) -> list[Path]:
     """The study's plots from the seed-aggregated summary (dpolab.aggregate); win rates are the
     primary judge's, the scatter uses `score_judge` (a pointwise judge; every study has one) over
     every policy's generations (`policy_variants`: policy -> variant). `variants` orders the colours
@@ -430,15 +570,30 @@ def write_plots(summary: pd.DataFrame, scores: pd.DataFrame, policy_variants: di
     shown = {
         "reward_vs_kl": plot_frontier(rows, paths["reward_vs_kl"], style, reward_label),
         "frontier_by_variant": plot_frontier_by_variant(rows, paths["frontier_by_variant"], style, reward_label),
-        "win_rate_vs_beta": _plot_vs_beta(rows[rows["variant"] != SFT], paths["win_rate_vs_beta"], style, "win_rate", bars,
-                                          f"win rate vs SFT ({primary_judge})",
-                                          "Win rate vs beta (mean over seeds, bars: 95% CI over seeds and prompts)",
-                                          0.5),
-        "length_vs_beta": _plot_vs_beta(rows[rows["variant"] != SFT], paths["length_vs_beta"], style, "length_mean",
-                                        ("length_ci_low", "length_ci_high") if "length_ci_low" in rows else None,
-                                        "response length (tokens)", "Length vs beta (mean over seeds, bars: 95% CI)", sft_length),
+        "win_rate_vs_beta": _plot_vs_beta(
+            rows[rows["variant"] != SFT],
+            paths["win_rate_vs_beta"],
+            style,
+            "win_rate",
+            bars,
+            f"win rate vs SFT ({primary_judge})",
+            "Win rate vs beta (mean over seeds, bars: 95% CI over seeds and prompts)",
+            0.5,
+        ),
+        "length_vs_beta": _plot_vs_beta(
+            rows[rows["variant"] != SFT],
+            paths["length_vs_beta"],
+            style,
+            "length_mean",
+            ("length_ci_low", "length_ci_high") if "length_ci_low" in rows else None,
+            "response length (tokens)",
+            "Length vs beta (mean over seeds, bars: 95% CI)",
+            sft_length,
+        ),
         "raw_vs_lc_win_rate": plot_raw_vs_lc(rows, paths["raw_vs_lc_win_rate"], style, primary_judge),
-        "win_rate_vs_temperature": plot_win_rate_vs_temperature(rows, paths["win_rate_vs_temperature"], style, primary_judge),
+        "win_rate_vs_temperature": plot_win_rate_vs_temperature(
+            rows, paths["win_rate_vs_temperature"], style, primary_judge
+        ),
         "score_vs_length": plot_score_vs_length(scores, policy_variants, paths["score_vs_length"], style, score_judge),
     }
     series_file = out_dir / "series.json"

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,7 @@ def read_table(source: str, *, split: str | None = None, revision: str | None = 
 
         try:
             loaded = load_from_disk(str(path))
-        except Exception as error:  # noqa: BLE001 (datasets raises several kinds for a bad folder)
+        except Exception as error:
             raise ValueError(f"cannot read {path} as a datasets folder (save_to_disk): {first_line(error)}") from None
         if isinstance(loaded, DatasetDict):
             if split is None or split not in loaded:
@@ -64,15 +64,17 @@ def read_table(source: str, *, split: str | None = None, revision: str | None = 
         }
         try:
             return readers[path.suffix](path)
-        except Exception as error:  # noqa: BLE001 (pandas, pyarrow and json raise many kinds for a bad file)
+        except Exception as error:
             raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {first_line(error)}") from None
     from datasets import load_dataset
 
     try:
         return load_dataset(source, split=split or "train", revision=revision).to_pandas()
-    except Exception as error:  # noqa: BLE001 (offline, unknown id, unknown split: the hub client's many kinds)
-        raise ValueError(f"cannot load Hub dataset {source!r} (split {split or 'train'!r}): {first_line(error)}; "
-                         "offline, use a local copy (save_to_disk folder or file)") from None
+    except Exception as error:
+        raise ValueError(
+            f"cannot load Hub dataset {source!r} (split {split or 'train'!r}): {first_line(error)}; "
+            "offline, use a local copy (save_to_disk folder or file)"
+        ) from None
 
 
 def first_line(error: Exception) -> str:
@@ -119,7 +121,11 @@ def first_row(path: Path) -> dict | None:
         return frame.iloc[0].to_dict() if len(frame) else None
     rows = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(rows, dict):  # column-oriented JSON
-        return {k: v[0] for k, v in rows.items()} if rows and all(isinstance(v, list) and v for v in rows.values()) else None
+        return (
+            {k: v[0] for k, v in rows.items()}
+            if rows and all(isinstance(v, list) and v for v in rows.values())
+            else None
+        )
     return rows[0] if rows else None
 
 
@@ -129,8 +135,10 @@ def check_columns(columns: list[str], mapping: Mapping[str, str], where: str) ->
     needed = [mapping.get(c, c) for c in ("chosen", "rejected")]
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise ValueError(f"{where}: lacks column(s) {', '.join(missing)} (has {', '.join(map(str, columns)) or 'none'}); "
-                         "map yours with columns: {prompt: ..., chosen: ..., rejected: ...}")
+        raise ValueError(
+            f"{where}: lacks column(s) {', '.join(missing)} (has {', '.join(map(str, columns)) or 'none'}); "
+            "map yours with columns: {prompt: ..., chosen: ..., rejected: ...}"
+        )
 
 
 # ---- the three columns, checked row by row ------------------------------------------------------
@@ -151,15 +159,20 @@ def to_pairs(frame: pd.DataFrame, mapping: Mapping[str, str] | None = None) -> p
         from trl.data_utils import extract_prompt
 
         extracted = [extract_prompt({"chosen": c, "rejected": r}) for c, r in zip(pairs["chosen"], pairs["rejected"])]
-        pairs = pairs.assign(prompt=[e["prompt"] for e in extracted], chosen=[e["chosen"] for e in extracted],
-                             rejected=[e["rejected"] for e in extracted])
+        pairs = pairs.assign(
+            prompt=[e["prompt"] for e in extracted],
+            chosen=[e["chosen"] for e in extracted],
+            rejected=[e["rejected"] for e in extracted],
+        )
     pairs = pairs[["row", *COLUMNS]]
     pairs.attrs["format"] = check_rows(pairs)
     return pairs
 
 
 def _is_messages(value) -> bool:
-    return isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0 and all(isinstance(m, Mapping) for m in value)
+    return (
+        isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0 and all(isinstance(m, Mapping) for m in value)
+    )
 
 
 def check_rows(pairs: pd.DataFrame) -> str:
@@ -177,8 +190,10 @@ def check_rows(pairs: pd.DataFrame) -> str:
                 _check_messages(value, f"{where}, {column}", response=column != "prompt")
             elif not isinstance(value, str):
                 kind = "a list of messages" if _is_messages(value) else type(value).__name__
-                raise ValueError(f"{where}, {column}: a string was expected (standard format, as row "
-                                 f"{pairs['row'].iloc[0]}), found {kind}")
+                raise ValueError(
+                    f"{where}, {column}: a string was expected (standard format, as row "
+                    f"{pairs['row'].iloc[0]}), found {kind}"
+                )
         if not conversational and not record.chosen.strip():
             raise ValueError(f"{where}, chosen: empty response")
     return "conversational" if conversational else "standard"
@@ -187,7 +202,9 @@ def check_rows(pairs: pd.DataFrame) -> str:
 def _check_messages(value, where: str, *, response: bool) -> None:
     if not _is_messages(value):
         found = "a string" if isinstance(value, str) else f"{type(value).__name__}"
-        raise ValueError(f"{where}: a list of {{role, content}} messages was expected (conversational format), found {found}")
+        raise ValueError(
+            f"{where}: a list of {{role, content}} messages was expected (conversational format), found {found}"
+        )
     for index, message in enumerate(value):
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
@@ -211,7 +228,9 @@ def drop_ties(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     counted for the data card. Refused when every pair is one."""
     tied = np.array([_text(c) == _text(r) for c, r in zip(pairs["chosen"], pairs["rejected"])], dtype=bool)
     if len(pairs) and tied.all():
-        raise ValueError(f"every one of the {len(pairs)} pairs has chosen == rejected: nothing to learn a preference from")
+        raise ValueError(
+            f"every one of the {len(pairs)} pairs has chosen == rejected: nothing to learn a preference from"
+        )
     kept = pairs[~tied].reset_index(drop=True)
     kept.attrs.update(pairs.attrs)
     return kept, int(tied.sum())
@@ -246,23 +265,28 @@ def subsample(pairs: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return picked
 
 
-def within_lengths(pairs: pd.DataFrame, count_tokens: Callable[[object], int], *, max_prompt_length: int | None,
-                   max_length: int | None) -> tuple[pd.DataFrame, int]:
+def within_lengths(
+    pairs: pd.DataFrame, count_tokens: Callable[[object], int], *, max_prompt_length: int | None, max_length: int | None
+) -> tuple[pd.DataFrame, int]:
     """Pairs whose prompt (and prompt + longer response) fit the limits, in the policy's tokens
     (`count_tokens` of a value: a string, or messages through the chat template); the number
     dropped. Refused when none fits."""
     if max_prompt_length is None and max_length is None:
         return pairs, 0
     prompt_tokens = np.array([count_tokens(p) for p in pairs["prompt"]])
-    response_tokens = np.array([max(count_tokens(c), count_tokens(r)) for c, r in zip(pairs["chosen"], pairs["rejected"])])
+    response_tokens = np.array(
+        [max(count_tokens(c), count_tokens(r)) for c, r in zip(pairs["chosen"], pairs["rejected"])]
+    )
     fits = np.ones(len(pairs), dtype=bool)
     if max_prompt_length is not None:
         fits &= prompt_tokens <= max_prompt_length
     if max_length is not None:
         fits &= prompt_tokens + response_tokens <= max_length
     if len(pairs) and not fits.any():
-        raise ValueError(f"no pair fits the length limits (max_prompt_length {max_prompt_length}, max_length "
-                         f"{max_length}); the shortest prompt has {prompt_tokens.min()} tokens")
+        raise ValueError(
+            f"no pair fits the length limits (max_prompt_length {max_prompt_length}, max_length "
+            f"{max_length}); the shortest prompt has {prompt_tokens.min()} tokens"
+        )
     kept = pairs[fits].reset_index(drop=True)
     kept.attrs.update(pairs.attrs)
     return kept, int((~fits).sum())
@@ -271,6 +295,7 @@ def within_lengths(pairs: pd.DataFrame, count_tokens: Callable[[object], int], *
 def card(pairs: pd.DataFrame, **counts: int) -> dict:
     """What the data card says about a split of pairs: size, format, lengths, and `counts` (e.g.
     ties dropped, too long dropped)."""
+
     def words(value) -> int:
         return len(value.split()) if isinstance(value, str) else sum(len(m["content"].split()) for m in value)
 
@@ -316,17 +341,20 @@ class ChatRenderer:
         # the length filter, the pairs' token counts and the test prompts' all count the same texts: once each
         self.count = functools.lru_cache(maxsize=None)(self._count)
         if data_format == "conversational" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"{model_key}: the model's tokenizer has no chat template, and the data is conversational "
-                             "(lists of role/content messages); use a model with one (an instruct model) or data in "
-                             "the standard format (strings)")
+            raise ValueError(
+                f"{model_key}: the model's tokenizer has no chat template, and the data is conversational "
+                "(lists of role/content messages); use a model with one (an instruct model) or data in "
+                "the standard format (strings)"
+            )
 
     def pair(self, prompt, chosen, rejected) -> tuple[str, str, str]:
         if self.format == "standard":
             return prompt, chosen, rejected
         from trl.data_utils import apply_chat_template
 
-        rendered = apply_chat_template({"prompt": list(prompt), "chosen": list(chosen), "rejected": list(rejected)},
-                                       self.tokenizer)
+        rendered = apply_chat_template(
+            {"prompt": list(prompt), "chosen": list(chosen), "rejected": list(rejected)}, self.tokenizer
+        )
         return rendered["prompt"], self._end_turn(rendered["chosen"]), self._end_turn(rendered["rejected"])
 
     def prompt(self, prompt) -> str:
@@ -346,7 +374,9 @@ class ChatRenderer:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def read_pairs(source: str, split: str | None, revision: str | None, columns: Mapping[str, str], where: str) -> pd.DataFrame:
+def read_pairs(
+    source: str, split: str | None, revision: str | None, columns: Mapping[str, str], where: str
+) -> pd.DataFrame:
     """A split of a preference dataset as checked pairs; errors start with `where` (the config key)."""
     try:
         return to_pairs(read_table(source, split=split, revision=revision), columns)
@@ -362,8 +392,9 @@ def _unique_prompts(pairs: pd.DataFrame) -> pd.DataFrame:
     return first
 
 
-def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_dataset: Mapping | None,
-          reward_model: bool) -> dict:
+def build(
+    cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_dataset: Mapping | None, reward_model: bool
+) -> dict:
     """The data stage of a preference study. `cfg`: dpolab.settings.DataConfig; `out`: the paths of
     pairs, pair_stats, prompts_test, card, and (when used) sft_train, reward_train, reward_eval.
     `sft_source`: chosen, dataset or none. `reward_model`: hold out prompts for one. Returns the card."""
@@ -372,8 +403,10 @@ def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_datas
     if cfg.test_split:
         test = read_pairs(cfg.path, cfg.test_split, cfg.revision, columns, "data.test_split")
         if test.attrs["format"] != train.attrs["format"]:
-            raise ValueError(f"data.test_split: {cfg.test_split} is {test.attrs['format']}, {cfg.train_split} is "
-                             f"{train.attrs['format']}; both splits must have one format")
+            raise ValueError(
+                f"data.test_split: {cfg.test_split} is {test.attrs['format']}, {cfg.train_split} is "
+                f"{train.attrs['format']}; both splits must have one format"
+            )
     else:
         train, test = held_out_split(train, cfg.test_fraction, cfg.seed)
     data_format = train.attrs["format"]
@@ -384,21 +417,27 @@ def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_datas
 
     def rendered(pairs: pd.DataFrame) -> pd.DataFrame:
         texts = [renderer.pair(p, c, r) for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])]
-        frame = pd.DataFrame({
-            "row": pairs["row"].to_numpy(),
-            "prompt": [t[0] for t in texts], "chosen": [t[1] for t in texts], "rejected": [t[2] for t in texts],
-            "instruction": [instruction_text(p) for p in pairs["prompt"]],
-            "chosen_text": [response_text(c) for c in pairs["chosen"]],
-            "rejected_text": [response_text(r) for r in pairs["rejected"]],
-        })
+        frame = pd.DataFrame(
+            {
+                "row": pairs["row"].to_numpy(),
+                "prompt": [t[0] for t in texts],
+                "chosen": [t[1] for t in texts],
+                "rejected": [t[2] for t in texts],
+                "instruction": [instruction_text(p) for p in pairs["prompt"]],
+                "chosen_text": [response_text(c) for c in pairs["chosen"]],
+                "rejected_text": [response_text(r) for r in pairs["rejected"]],
+            }
+        )
         frame.attrs.update(pairs.attrs)
         return frame
 
     train, test = rendered(train), rendered(test)
-    train, counts["too_long_dropped_train"] = within_lengths(train, renderer.count, max_prompt_length=cfg.max_prompt_length,
-                                                             max_length=cfg.max_length)
-    test, counts["too_long_dropped_test"] = within_lengths(test, renderer.count, max_prompt_length=cfg.max_prompt_length,
-                                                           max_length=cfg.max_length)
+    train, counts["too_long_dropped_train"] = within_lengths(
+        train, renderer.count, max_prompt_length=cfg.max_prompt_length, max_length=cfg.max_length
+    )
+    test, counts["too_long_dropped_test"] = within_lengths(
+        test, renderer.count, max_prompt_length=cfg.max_prompt_length, max_length=cfg.max_length
+    )
     reward_train = None
     if reward_model:  # prompts the policies never see: the reward model's own pairs
         train, reward_train = held_out_split(train, cfg.reward_fraction, cfg.seed + 1)
@@ -408,27 +447,40 @@ def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_datas
     prompt_ids = {p: i for i, p in enumerate(dict.fromkeys(policy_pairs["prompt"]))}
     chosen_tokens = [renderer.count(c) for c in policy_pairs["chosen"]]
     rejected_tokens = [renderer.count(r) for r in policy_pairs["rejected"]]
-    pairs = pd.DataFrame({
-        "pair_id": np.arange(len(policy_pairs)),
-        "prompt_id": [prompt_ids[p] for p in policy_pairs["prompt"]],
-        "prompt": policy_pairs["prompt"], "chosen": policy_pairs["chosen"], "rejected": policy_pairs["rejected"],
-        "chosen_tokens": chosen_tokens, "rejected_tokens": rejected_tokens,
-        "relabelled_for_length": False, "source_row": policy_pairs["row"],
-    })
-    prompts = pd.DataFrame({
-        "prompt_id": np.arange(len(test_prompts)),
-        "prompt": test_prompts["prompt"],  # what the policy reads (chat template applied)
-        "instruction": test_prompts["instruction"],  # what an LLM judge reads
-        "chosen": test_prompts["chosen_text"], "rejected": test_prompts["rejected_text"],
-        "prompt_tokens": [renderer.count(p) for p in test_prompts["prompt"]],
-        "source_row": test_prompts["row"],
-    })
+    pairs = pd.DataFrame(
+        {
+            "pair_id": np.arange(len(policy_pairs)),
+            "prompt_id": [prompt_ids[p] for p in policy_pairs["prompt"]],
+            "prompt": policy_pairs["prompt"],
+            "chosen": policy_pairs["chosen"],
+            "rejected": policy_pairs["rejected"],
+            "chosen_tokens": chosen_tokens,
+            "rejected_tokens": rejected_tokens,
+            "relabelled_for_length": False,
+            "source_row": policy_pairs["row"],
+        }
+    )
+    prompts = pd.DataFrame(
+        {
+            "prompt_id": np.arange(len(test_prompts)),
+            "prompt": test_prompts["prompt"],  # what the policy reads (chat template applied)
+            "instruction": test_prompts["instruction"],  # what an LLM judge reads
+            "chosen": test_prompts["chosen_text"],
+            "rejected": test_prompts["rejected_text"],
+            "prompt_tokens": [renderer.count(p) for p in test_prompts["prompt"]],
+            "source_row": test_prompts["row"],
+        }
+    )
     for name in ("pairs", "prompts_test"):
         Path(out[name]).parent.mkdir(parents=True, exist_ok=True)
     pairs.to_parquet(out["pairs"], index=False)
     prompts.to_parquet(out["prompts_test"], index=False)
-    stats = {**pair_stats(pairs), "chosen_tokens_mean": float(np.mean(chosen_tokens)),
-             "rejected_tokens_mean": float(np.mean(rejected_tokens)), "source": "dataset"}
+    stats = {
+        **pair_stats(pairs),
+        "chosen_tokens_mean": float(np.mean(chosen_tokens)),
+        "rejected_tokens_mean": float(np.mean(rejected_tokens)),
+        "source": "dataset",
+    }
     Path(out["pair_stats"]).write_text(json.dumps(stats, indent=2))
 
     sft_card = {"source": sft_source}
@@ -439,25 +491,34 @@ def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_datas
     elif sft_source == "dataset":
         sft = sft_examples(sft_dataset, tokenizer, seed=cfg.seed + 4)
         sft.to_parquet(out["sft_train"], index=False)
-        sft_card.update(examples=int(len(sft)), path=sft_dataset["path"], split=sft_dataset["split"],
-                        columns=list(sft.columns))
+        sft_card.update(
+            examples=int(len(sft)), path=sft_dataset["path"], split=sft_dataset["split"], columns=list(sft.columns)
+        )
 
     reward_card = None
     if reward_train is not None:
         reward_columns = ["prompt", "chosen", "rejected"]
 
         def as_judged(frame):  # the text a pointwise judge scores: the prompt, then the response's text
-            return pd.DataFrame({"prompt": frame["prompt"], "chosen": frame["chosen_text"], "rejected": frame["rejected_text"]})
+            return pd.DataFrame(
+                {"prompt": frame["prompt"], "chosen": frame["chosen_text"], "rejected": frame["rejected_text"]}
+            )
 
         as_judged(reward_train)[reward_columns].to_parquet(out["reward_train"], index=False)
         as_judged(test)[reward_columns].to_parquet(out["reward_eval"], index=False)
-        reward_card = {"train": card(reward_train), "eval": card(test),
-                       "disjoint_from_policy_pairs": "by prompt (data.reward_fraction of the training split's prompts)"}
+        reward_card = {
+            "train": card(reward_train),
+            "eval": card(test),
+            "disjoint_from_policy_pairs": "by prompt (data.reward_fraction of the training split's prompts)",
+        }
 
     summary = {
         "source": "preferences",
-        "path": cfg.path, "revision": cfg.revision, "train_split": cfg.train_split,
-        "test_split": cfg.test_split or f"held out: {cfg.test_fraction} of {cfg.train_split}'s prompts (seed {cfg.seed})",
+        "path": cfg.path,
+        "revision": cfg.revision,
+        "train_split": cfg.train_split,
+        "test_split": cfg.test_split
+        or f"held out: {cfg.test_fraction} of {cfg.train_split}'s prompts (seed {cfg.seed})",
         "format": data_format,
         "columns": dict(cfg.columns),
         "chat_template": data_format == "conversational",
@@ -465,8 +526,10 @@ def build(cfg, out: Mapping[str, Path], tokenizer, *, sft_source: str, sft_datas
         "policy_pairs": card(policy_pairs),
         "test_prompts": int(len(prompts)),
         "test_pairs_for_judges": card(test),
-        "prompt_tokens_mean": {"train": float(np.mean([renderer.count(p) for p in pairs["prompt"]])),
-                               "test": float(prompts["prompt_tokens"].mean())},
+        "prompt_tokens_mean": {
+            "train": float(np.mean([renderer.count(p) for p in pairs["prompt"]])),
+            "test": float(prompts["prompt_tokens"].mean()),
+        },
         "sft": sft_card,
         "reward_model_pairs": reward_card,
         "prompt_examples": prompts["instruction"].head(5).tolist(),
@@ -489,8 +552,9 @@ def sft_examples(dataset: Mapping, tokenizer, *, seed: int) -> pd.DataFrame:
         for row, messages in enumerate(frame["messages"]):
             _check_messages(messages, f"{where}: row {row}, messages", response=True)
         _need_template(tokenizer)
-        return pd.DataFrame({"text": [tokenizer.apply_chat_template([dict(m) for m in m_], tokenize=False)
-                                      for m_ in frame["messages"]]})
+        return pd.DataFrame(
+            {"text": [tokenizer.apply_chat_template([dict(m) for m in m_], tokenize=False) for m_ in frame["messages"]]}
+        )
     if {"prompt", "completion"} <= set(frame.columns):
         if _is_messages(frame["prompt"].iloc[0]):
             from trl.data_utils import apply_chat_template
@@ -499,17 +563,29 @@ def sft_examples(dataset: Mapping, tokenizer, *, seed: int) -> pd.DataFrame:
             for row, (prompt, completion) in enumerate(zip(frame["prompt"], frame["completion"])):
                 _check_messages(prompt, f"{where}: row {row}, prompt", response=False)
                 _check_messages(completion, f"{where}: row {row}, completion", response=True)
-            rendered = [apply_chat_template({"prompt": list(p), "completion": list(c)}, tokenizer)
-                        for p, c in zip(frame["prompt"], frame["completion"])]
-            return pd.DataFrame({"prompt": [r["prompt"] for r in rendered], "completion": [r["completion"] for r in rendered]})
-        bad = [i for i, (p, c) in enumerate(zip(frame["prompt"], frame["completion"])) if not isinstance(p, str) or not isinstance(c, str)]
+            rendered = [
+                apply_chat_template({"prompt": list(p), "completion": list(c)}, tokenizer)
+                for p, c in zip(frame["prompt"], frame["completion"])
+            ]
+            return pd.DataFrame(
+                {"prompt": [r["prompt"] for r in rendered], "completion": [r["completion"] for r in rendered]}
+            )
+        bad = [
+            i
+            for i, (p, c) in enumerate(zip(frame["prompt"], frame["completion"]))
+            if not isinstance(p, str) or not isinstance(c, str)
+        ]
         if bad:
-            raise ValueError(f"{where}: row {bad[0]}: prompt and completion must be strings (or both lists of messages)")
+            raise ValueError(
+                f"{where}: row {bad[0]}: prompt and completion must be strings (or both lists of messages)"
+            )
         return frame[["prompt", "completion"]].reset_index(drop=True)
     if "text" in frame:
         return frame[["text"]].reset_index(drop=True)
-    raise ValueError(f"{where}: {dataset['path']} has columns {', '.join(map(str, frame.columns))}; an SFT dataset needs "
-                     "a messages column, prompt and completion columns, or a text column")
+    raise ValueError(
+        f"{where}: {dataset['path']} has columns {', '.join(map(str, frame.columns))}; an SFT dataset needs "
+        "a messages column, prompt and completion columns, or a text column"
+    )
 
 
 def _need_template(tokenizer) -> None:

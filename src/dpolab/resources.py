@@ -70,15 +70,25 @@ class ResourcePlan:
     """Planning constants: head-room and fixed costs that do not depend on the model."""
 
     base_mem_mb: int = field(default=3000, metadata={"help": "python + torch + transformers + TRL resident set"})
-    vllm_extra_mb: int = field(default=2000, metadata={"help": "vLLM on top of the base (KV cache: VLLM_CPU_KVCACHE_SPACE=1 GB on CPU)"})
+    vllm_extra_mb: int = field(
+        default=2000, metadata={"help": "vLLM on top of the base (KV cache: VLLM_CPU_KVCACHE_SPACE=1 GB on CPU)"}
+    )
     light_mem_mb: int = field(default=2000, metadata={"help": "jobs that only read tables"})
-    startup_min: int = field(default=10, metadata={"help": "imports, model loading from a shared filesystem, engine start"})
+    startup_min: int = field(
+        default=10, metadata={"help": "imports, model loading from a shared filesystem, engine start"}
+    )
     safety: float = field(default=3.0, metadata={"help": "runtime = startup + safety x FLOP estimate"})
     min_runtime: int = field(default=15, metadata={"help": "minutes; no heavy job asks for less"})
-    gpu_context_mb: int = field(default=1024,
-                                metadata={"help": "per GPU: CUDA context, cuBLAS/NCCL workspaces, allocator slack"})
-    scaling: float = field(default=0.8, metadata={"help": "share of the linear speed-up a job of several training "
-                                                          "processes keeps (gradient all-reduce, sharded gathers)"})
+    gpu_context_mb: int = field(
+        default=1024, metadata={"help": "per GPU: CUDA context, cuBLAS/NCCL workspaces, allocator slack"}
+    )
+    scaling: float = field(
+        default=0.8,
+        metadata={
+            "help": "share of the linear speed-up a job of several training "
+            "processes keeps (gradient all-reduce, sharded gathers)"
+        },
+    )
 
     def __post_init__(self):
         if self.safety < 1:
@@ -90,8 +100,15 @@ class ResourcePlan:
 PLAN = ResourcePlan()
 
 
-def decoder_params(*, vocab_size: int, hidden_size: int, num_layers: int, intermediate_size: int,
-                   tie_word_embeddings: bool = True, gated_mlp: bool = True) -> int:
+def decoder_params(
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    intermediate_size: int,
+    tie_word_embeddings: bool = True,
+    gated_mlp: bool = True,
+) -> int:
     """Parameters of a decoder-only transformer: embeddings, attention (4 h^2), MLP (3 or 2 h i)."""
     embeddings = vocab_size * hidden_size * (1 if tie_word_embeddings else 2)
     mlp = (3 if gated_mlp else 2) * hidden_size * intermediate_size
@@ -112,8 +129,14 @@ def params_from_hf_config(hf_config: dict) -> int:
     """Parameter count from a transformers config.json (Llama/Mistral/Qwen/GPT-NeoX/GPT-2 names)."""
     hidden, layers, vocab, intermediate = hf_dimensions(hf_config)
     gated = hf_config.get("model_type") not in UNGATED_MODEL_TYPES
-    return decoder_params(vocab_size=vocab, hidden_size=hidden, num_layers=layers, intermediate_size=intermediate,
-                          tie_word_embeddings=hf_config.get("tie_word_embeddings", True), gated_mlp=gated)
+    return decoder_params(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_layers=layers,
+        intermediate_size=intermediate,
+        tie_word_embeddings=hf_config.get("tie_word_embeddings", True),
+        gated_mlp=gated,
+    )
 
 
 def _cached_hub_config(repo_id: str, revision: str | None) -> dict | None:
@@ -134,8 +157,12 @@ def model_params(model_cfg: dict) -> int | None:
     source = model_cfg["source"]
     if source == "scratch":
         scratch = model_cfg["scratch"]
-        return decoder_params(vocab_size=SCRATCH_VOCAB, hidden_size=scratch["hidden_size"],
-                              num_layers=scratch["num_hidden_layers"], intermediate_size=scratch["intermediate_size"])
+        return decoder_params(
+            vocab_size=SCRATCH_VOCAB,
+            hidden_size=scratch["hidden_size"],
+            num_layers=scratch["num_hidden_layers"],
+            intermediate_size=scratch["intermediate_size"],
+        )
     if source == "package":
         known = PACKAGE_MODEL_PARAMS.get((model_cfg["package"], model_cfg["gguf_file"]))
         if known:
@@ -147,7 +174,9 @@ def model_params(model_cfg: dict) -> int | None:
     if source == "local":
         config_file = Path(model_cfg["path"]) / "config.json"
         if not config_file.is_file():
-            raise ConfigError(f"model.path: {config_file} not found (a transformers checkpoint folder has a config.json)")
+            raise ConfigError(
+                f"model.path: {config_file} not found (a transformers checkpoint folder has a config.json)"
+            )
         return params_from_hf_config(json.loads(config_file.read_text()))
     cached = _cached_hub_config(model_cfg["path"], model_cfg.get("revision"))
     return params_from_hf_config(cached) if cached else None
@@ -188,7 +217,8 @@ class ModelShape:
     num_layers: int = field(metadata={"help": "decoder layers"})
     vocab_size: int = field(metadata={"help": "tokens the LM head scores"})
     linears: tuple[tuple[str, int, int], ...] = field(
-        metadata={"help": "each decoder layer's linear modules: (name, in features, out features)"})
+        metadata={"help": "each decoder layer's linear modules: (name, in features, out features)"}
+    )
     tie_word_embeddings: bool = field(default=False, metadata={"help": "the LM head shares the input embeddings"})
 
     @property
@@ -218,29 +248,40 @@ class ModelShape:
         return self.num_layers * r * sum(d_in + d_out for _, d_in, d_out in self.adapted(target_modules))
 
     @classmethod
-    def from_hf_config(cls, hf_config: dict) -> "ModelShape":
+    def from_hf_config(cls, hf_config: dict) -> ModelShape:
         """The shape of a transformers config.json (Llama/Mistral/Qwen names with grouped-query
         attention; GPT-NeoX's and GPT-2's fused query-key-value)."""
         hidden, layers, vocab, inter = hf_dimensions(hf_config)
         model_type = hf_config.get("model_type")
         if model_type == "gpt_neox":
-            linears = (("query_key_value", hidden, 3 * hidden), ("dense", hidden, hidden),
-                       ("dense_h_to_4h", hidden, inter), ("dense_4h_to_h", inter, hidden))
+            linears = (
+                ("query_key_value", hidden, 3 * hidden),
+                ("dense", hidden, hidden),
+                ("dense_h_to_4h", hidden, inter),
+                ("dense_4h_to_h", inter, hidden),
+            )
         elif model_type == "gpt2":  # Conv1D modules, which PEFT's all-linear includes
-            linears = (("c_attn", hidden, 3 * hidden), ("c_proj", hidden, hidden), ("c_fc", hidden, inter),
-                       ("c_proj", inter, hidden))
+            linears = (
+                ("c_attn", hidden, 3 * hidden),
+                ("c_proj", hidden, hidden),
+                ("c_fc", hidden, inter),
+                ("c_proj", inter, hidden),
+            )
         else:
             heads = hf_config.get("num_attention_heads") or hf_config.get("n_head") or 1
             head_dim = hf_config.get("head_dim") or hidden // heads
             q, kv = heads * head_dim, (hf_config.get("num_key_value_heads") or heads) * head_dim
             attention = (("q_proj", hidden, q), ("k_proj", hidden, kv), ("v_proj", hidden, kv), ("o_proj", q, hidden))
-            mlp = ((("fc1", hidden, inter), ("fc2", inter, hidden)) if model_type in UNGATED_MODEL_TYPES else
-                   (("gate_proj", hidden, inter), ("up_proj", hidden, inter), ("down_proj", inter, hidden)))
+            mlp = (
+                (("fc1", hidden, inter), ("fc2", inter, hidden))
+                if model_type in UNGATED_MODEL_TYPES
+                else (("gate_proj", hidden, inter), ("up_proj", hidden, inter), ("down_proj", inter, hidden))
+            )
             linears = attention + mlp
         return cls(hidden, layers, vocab, linears, bool(hf_config.get("tie_word_embeddings", True)))
 
     @classmethod
-    def from_params(cls, n_params: int) -> "ModelShape":
+    def from_params(cls, n_params: int) -> ModelShape:
         """A Llama-like shape for a bare parameter count: layers x hidden ~ 1.5 sqrt(params) (true within
         10% for SmolLM2-135M, Pythia-2.8B, Llama-2-7B), HIDDEN_PER_LAYER hidden units a layer, a gated
         MLP of 8/3 hidden, a 32k vocabulary. Its adapter count is within 10% of PEFT's for Llama-2-7B
@@ -248,25 +289,46 @@ class ModelShape:
         layers_x_hidden = 1.5 * math.sqrt(n_params)
         hidden = max(64, round(math.sqrt(HIDDEN_PER_LAYER * layers_x_hidden)))
         layers = max(1, round(layers_x_hidden / hidden))
-        return cls.from_hf_config({"hidden_size": hidden, "num_hidden_layers": layers, "vocab_size": 32_000,
-                                   "intermediate_size": round(8 * hidden / 3), "tie_word_embeddings": False,
-                                   "num_attention_heads": max(1, hidden // 128), "model_type": "llama"})
+        return cls.from_hf_config(
+            {
+                "hidden_size": hidden,
+                "num_hidden_layers": layers,
+                "vocab_size": 32_000,
+                "intermediate_size": round(8 * hidden / 3),
+                "tie_word_embeddings": False,
+                "num_attention_heads": max(1, hidden // 128),
+                "model_type": "llama",
+            }
+        )
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Memory of one training process, in bytes: per GPU on cuda, host memory per process on the CPU."""
 
-    weights: float = field(metadata={"help": "the model weights this process holds (its shard under fsdp and "
-                                              "deepspeed_zero3), LoRA adapters included"})
-    gradients: float = field(metadata={"help": "gradients of the trained weights (sharded under deepspeed_zero2/3 and "
-                                                "fsdp; twice under ddp: its all-reduce buckets)"})
+    weights: float = field(
+        metadata={
+            "help": "the model weights this process holds (its shard under fsdp and "
+            "deepspeed_zero3), LoRA adapters included"
+        }
+    )
+    gradients: float = field(
+        metadata={
+            "help": "gradients of the trained weights (sharded under deepspeed_zero2/3 and "
+            "fsdp; twice under ddp: its all-reduce buckets)"
+        }
+    )
     optimizer: float = field(metadata={"help": "AdamW's two moments (and DeepSpeed's fp32 master weights)"})
     activations: float = field(metadata={"help": "what one device step keeps for its backward pass, logits included"})
-    buffers: float = field(metadata={"help": "transient copies: autocast's half-precision weights, gathered "
-                                            "FSDP/ZeRO-3 layers, DeepSpeed's communication buckets"})
-    overhead: float = field(metadata={"help": "CUDA context and workspaces (the CPU process itself is the plan's "
-                                             "base_mem_mb)"})
+    buffers: float = field(
+        metadata={
+            "help": "transient copies: autocast's half-precision weights, gathered "
+            "FSDP/ZeRO-3 layers, DeepSpeed's communication buckets"
+        }
+    )
+    overhead: float = field(
+        metadata={"help": "CUDA context and workspaces (the CPU process itself is the plan's base_mem_mb)"}
+    )
     trainable_params: int = field(metadata={"help": "parameters the optimizer updates (LoRA: the adapters')"})
     tokens: int = field(metadata={"help": "tokens this process takes per device step"})
 
@@ -296,8 +358,9 @@ def _sequences(study: Study, stage: str) -> int:
     return study.config[stage]["batch_size"] * (1 if stage == "sft" else 2)
 
 
-def training_memory(n_params: int, study: Study, stage: str, shape: ModelShape | None = None,
-                    plan: ResourcePlan = PLAN) -> MemoryEstimate:
+def training_memory(
+    n_params: int, study: Study, stage: str, shape: ModelShape | None = None, plan: ResourcePlan = PLAN
+) -> MemoryEstimate:
     """Memory of one process of a training stage's job (sft, dpo, reward_model): per GPU on cuda.
 
     Model states. Full fine-tuning with AdamW holds 16 bytes a parameter: under torch autocast
@@ -376,8 +439,16 @@ def training_memory(n_params: int, study: Study, stage: str, shape: ModelShape |
         saved = per_layer * shape.num_layers
     logits = 0 if stage == "reward_model" else tokens * shape.vocab_size * (2 * act + 4)
     overhead = plan.gpu_context_mb * MB if study.config["device"] == "cuda" else 0.0
-    return MemoryEstimate(weights=weights, gradients=gradients, optimizer=optimizer, activations=saved + logits,
-                          buffers=buffers, overhead=overhead, trainable_params=trainable, tokens=tokens)
+    return MemoryEstimate(
+        weights=weights,
+        gradients=gradients,
+        optimizer=optimizer,
+        activations=saved + logits,
+        buffers=buffers,
+        overhead=overhead,
+        trainable_params=trainable,
+        tokens=tokens,
+    )
 
 
 def training_flops(n_params: int, study: Study, stage: str) -> float:
@@ -402,11 +473,14 @@ def study_sizes(study: Study) -> tuple[int, int]:
     data = study.config["data"]
     if study.preferences:
         return data["n_train"] or PREFERENCE_PAIRS_UNBOUNDED, data["n_test"] or PREFERENCE_TEST_UNBOUNDED
-    return data["n_train_prompts"] * math.comb(study.config["pairs"]["completions_per_prompt"], 2), data["n_test_prompts"]
+    return data["n_train_prompts"] * math.comb(study.config["pairs"]["completions_per_prompt"], 2), data[
+        "n_test_prompts"
+    ]
 
 
-def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = PLAN,
-                  shape: ModelShape | None = None) -> dict:
+def job_resources(
+    stage: str, study: Study, n_params: int, plan: ResourcePlan = PLAN, shape: ModelShape | None = None
+) -> dict:
     """mem_mb, runtime (minutes) and, on cuda, gpu (and nodes) for one job of a stage.
 
     GPUs (device: cuda): a training job (sft, dpo and the rule variants, reward_model) asks for
@@ -439,7 +513,10 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
     if stage == "judge":  # TF-IDF + logistic regression on the review corpus, on the CPU
         return {"mem_mb": plan.base_mem_mb + 2000, "runtime": 30}
     if stage == "base_model":  # load (GGUF dequantisation or checkpoint) and save an fp32 folder
-        return {"mem_mb": math.ceil(plan.base_mem_mb + 3 * weights_mb), "runtime": max(plan.min_runtime, plan.startup_min + math.ceil(n_params / 2e8))}
+        return {
+            "mem_mb": math.ceil(plan.base_mem_mb + 3 * weights_mb),
+            "runtime": max(plan.min_runtime, plan.startup_min + math.ceil(n_params / 2e8)),
+        }
     if stage in TRAINING_STAGES:
         processes = distributed.processes
         if device == "cpu":  # every process holds weights, gradients, AdamW moments, activations in host memory
@@ -462,17 +539,23 @@ def job_resources(stage: str, study: Study, n_params: int, plan: ResourcePlan = 
         resources = {"mem_mb": math.ceil(mem), "runtime": _minutes(flops, rate.forward, plan)}
     elif stage in ("pairs", "generate"):  # vLLM sampling
         if stage == "pairs":
-            tokens = data["n_train_prompts"] * config["pairs"]["completions_per_prompt"] * config["pairs"]["max_new_tokens"]
+            tokens = (
+                data["n_train_prompts"] * config["pairs"]["completions_per_prompt"] * config["pairs"]["max_new_tokens"]
+            )
         else:  # and the reference's forward over every sample, in the same engine
             tokens = n_test * len(temperatures) * (2 * config["generation"]["max_new_tokens"] + 16)
         flops = 2 * n_params * tokens
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.decode, plan)}
     elif stage == "pairwise_judge":  # vLLM reads both orders of every (policy, opponent) pair: prompt-heavy
-        max_length = max((j["max_length"] for j in config["judges"].values() if j["kind"] == "llm_pairwise"), default=512)
+        max_length = max(
+            (j["max_length"] for j in config["judges"].values() if j["kind"] == "llm_pairwise"), default=512
+        )
         tokens = len(study.policies) * len(temperatures) * n_test * 2 * 2 * max_length
         flops = 2 * n_params * tokens
         resources = {"mem_mb": vllm_mem, "runtime": _minutes(flops, rate.forward, plan)}
-    elif stage == "evaluate":  # pointwise judges (a reward model's forward over every sample); the KL came with the samples
+    elif (
+        stage == "evaluate"
+    ):  # pointwise judges (a reward model's forward over every sample); the KL came with the samples
         tokens = n_test * len(temperatures) * (config["generation"]["max_new_tokens"] + 16)
         flops = 2 * n_params * tokens
         mem = plan.base_mem_mb + weights_mb  # a reward-model judge, sized as the policy

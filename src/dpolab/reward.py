@@ -71,10 +71,12 @@ def tokenized_pairs(pairs: pd.DataFrame, tokenizer, max_length: int) -> tuple[Da
     chosen, rejected = encode(chosen_texts), encode(rejected_texts)
     truncated = (full_lengths(chosen_texts) > max_length) | (full_lengths(rejected_texts) > max_length)
     keep = [c != r for c, r in zip(chosen, rejected)]
-    dataset = Dataset.from_dict({
-        "chosen_ids": [c for c, k in zip(chosen, keep) if k],
-        "rejected_ids": [r for r, k in zip(rejected, keep) if k],
-    })
+    dataset = Dataset.from_dict(
+        {
+            "chosen_ids": [c for c, k in zip(chosen, keep) if k],
+            "rejected_ids": [r for r, k in zip(rejected, keep) if k],
+        }
+    )
     return dataset, {"truncated": int(truncated.sum()), "identical_after_truncation": int(len(keep) - sum(keep))}
 
 
@@ -110,8 +112,17 @@ def held_out_metrics(model_dir: Path, pairs: pd.DataFrame, max_length: int) -> d
     }
 
 
-def train_reward_model(base_dir: Path, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame, cfg: RewardModelSettings,
-                       out_dir: Path, *, use_cpu: bool, mlflow_active: bool, training=None) -> dict:
+def train_reward_model(
+    base_dir: Path,
+    train_pairs: pd.DataFrame,
+    eval_pairs: pd.DataFrame,
+    cfg: RewardModelSettings,
+    out_dir: Path,
+    *,
+    use_cpu: bool,
+    mlflow_active: bool,
+    training=None,
+) -> dict:
     """Train a reward model on `train_pairs` with TRL's RewardTrainer (Bradley-Terry loss
     -log sigmoid(r_chosen - r_rejected)), save it to out_dir/model (safetensors, config,
     tokenizer, training_args.json) with out_dir/train_log.json, measure it on `eval_pairs`
@@ -126,8 +137,9 @@ def train_reward_model(base_dir: Path, train_pairs: pd.DataFrame, eval_pairs: pd
             f"reward model train pairs: all {len(train_pairs)} have identical chosen and rejected tokens after "
             f"truncation to reward_model.max_length={cfg.max_length}; raise max_length"
         )
-    args = RewardConfig(**_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active,
-                                        training=training))
+    args = RewardConfig(
+        **_trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training)
+    )
     trainer = RewardTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
     if len(trainer.train_dataset) != len(train_dataset):  # TRL's length filter: nothing is over max_length here
         raise RuntimeError("RewardTrainer dropped pairs over max_length that the truncation should have kept")

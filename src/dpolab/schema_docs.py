@@ -1,6 +1,6 @@
 """docs/configuration.md, generated from workflow/schemas/config.schema.yaml: every key with its
 type, default, allowed values and description, one table per section, so the reference cannot
-drift from the schema that checks configs (tests/test_schema_docs.py regenerates and compares).
+drift from the schema that checks configs (tests/unit/test_schema_docs.py regenerates and compares).
 
     python -m dpolab.schema_docs            # rewrite docs/configuration.md
     python -m dpolab.schema_docs --check    # exit 1 if it differs from the schema
@@ -68,8 +68,15 @@ def rows(node: dict, prefix: str, required: frozenset = frozenset()) -> list[tup
     for name, child in node.get("properties", {}).items():
         key = f"{prefix}.{name}" if prefix else name
         default = json.dumps(child["default"]) if "default" in child else ("required" if name in required else "")
-        found.append((f"`{key}`", _type(child), f"`{default}`" if default not in ("", "required") else default,
-                      _limits(child), _cell(child.get("description", ""))))
+        found.append(
+            (
+                f"`{key}`",
+                _type(child),
+                f"`{default}`" if default not in ("", "required") else default,
+                _limits(child),
+                _cell(child.get("description", "")),
+            )
+        )
         found += rows(child, key, frozenset(child.get("required", ())))
     entries = node.get("additionalProperties")
     if isinstance(entries, dict) and entries.get("properties"):
@@ -86,7 +93,9 @@ def render(schema: dict) -> str:
             sections.append(_cell(node["description"]) + "\n")
         table = rows({"properties": {name: node}}, "", required)
         sections.append("| key | type | default | allowed | description |\n|:--|:--|:--|:--|:--|")
-        sections.append("\n".join("| " + " | ".join(_cell(c) if i else c for i, c in enumerate(row)) + " |" for row in table) + "\n")
+        sections.append(
+            "\n".join("| " + " | ".join(_cell(c) if i else c for i, c in enumerate(row)) + " |" for row in table) + "\n"
+        )
     return "\n".join(sections)
 
 
@@ -97,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     page = render(yaml.safe_load(SCHEMA.read_text()))
     if args.check:
         if not PAGE.is_file() or PAGE.read_text() != page:
-            print(f"{PAGE.relative_to(ROOT)} differs from {SCHEMA.relative_to(ROOT)}: run python -m dpolab.schema_docs",
-                  file=sys.stderr)
+            print(
+                f"{PAGE.relative_to(ROOT)} differs from {SCHEMA.relative_to(ROOT)}: run python -m dpolab.schema_docs",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PAGE.parent.mkdir(exist_ok=True)

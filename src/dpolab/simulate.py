@@ -36,7 +36,9 @@ class Scenario:
 
 SCENARIOS = {
     "independent": Scenario("independent"),
-    "difficulty_follows_baseline_length": Scenario("difficulty_follows_baseline_length", difficulty_length_coupling=0.8),
+    "difficulty_follows_baseline_length": Scenario(
+        "difficulty_follows_baseline_length", difficulty_length_coupling=0.8
+    ),
     "strong_length_preference": Scenario("strong_length_preference", length_effects=(1.5, 1.5, 1.5, 1.5)),
 }
 
@@ -62,11 +64,21 @@ def simulate_judgments(scenario: Scenario, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     baseline, difficulty = _prompts(rng, scenario, scenario.prompts)
     frames = []
-    for index, (theta, ratio, phi) in enumerate(zip(scenario.strengths, scenario.length_ratios, scenario.length_effects)):
+    for index, (theta, ratio, phi) in enumerate(
+        zip(scenario.strengths, scenario.length_ratios, scenario.length_effects)
+    ):
         length = np.maximum(1.0, np.round(baseline * ratio * rng.lognormal(0, 0.2, scenario.prompts)))
         delta = length - np.round(baseline)
         p = special.expit(theta + phi * np.tanh(delta / scenario.length_scale) + difficulty)
-        frames.append(pd.DataFrame({"policy": f"p{index}", "prompt_id": np.arange(scenario.prompts),
-                                    "preference": (rng.random(scenario.prompts) < p).astype(float),
-                                    "length_diff": delta, "baseline_length": np.round(baseline)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "policy": f"p{index}",
+                    "prompt_id": np.arange(scenario.prompts),
+                    "preference": (rng.random(scenario.prompts) < p).astype(float),
+                    "length_diff": delta,
+                    "baseline_length": np.round(baseline),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)

@@ -12,13 +12,26 @@ import copy
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
-from dpolab.settings import (DataConfig, DistributedSettings, DPOSettings, EvaluationSettings, GenerationSettings,
-                             JudgeConfig, MlflowSettings, PairsSettings, PeftSettings, RewardModelSettings,
-                             SFTDataSettings, SFTSettings, TrainingSettings)
+from dpolab.settings import (
+    DataConfig,
+    DistributedSettings,
+    DPOSettings,
+    EvaluationSettings,
+    GenerationSettings,
+    JudgeConfig,
+    MlflowSettings,
+    PairsSettings,
+    PeftSettings,
+    RewardModelSettings,
+    SFTDataSettings,
+    SFTSettings,
+    TrainingSettings,
+)
 
 STARTS_FROM = ("sft", "base")
 
@@ -62,16 +75,24 @@ class Variant:
     trained by its own rule file (workflow/rules/variants/<rule>.smk)."""
 
     name: str = field(metadata={"help": "the variant's name in the config, in paths and in the summary"})
-    rule: str = field(metadata={"help": "the rule that trains it: 'dpo' for a registry loss, else the rule file's name"})
+    rule: str = field(
+        metadata={"help": "the rule that trains it: 'dpo' for a registry loss, else the rule file's name"}
+    )
     loss: str = field(metadata={"help": "the registry loss, or the rule of a rule variant (kto, orpo, ...)"})
     params: Mapping[str, Any] = field(
-        metadata={"help": "the loss's parameters with defaults, or the rule variant's settings with defaults"})
+        metadata={"help": "the loss's parameters with defaults, or the rule variant's settings with defaults"}
+    )
     betas: tuple[float, ...] = field(metadata={"help": "its own betas, or the grid's"})
-    starts_from: str = field(default="sft", metadata={"help": "the model training starts from: sft, or base (SFT skipped)"})
+    starts_from: str = field(
+        default="sft", metadata={"help": "the model training starts from: sft, or base (SFT skipped)"}
+    )
     checkpointed: bool = field(
         default=True,
-        metadata={"help": "its rule saves the policy at evaluation.checkpoints (the dpo rule and the shipped rule "
-                          "variants do; a user's rule file does not)"})
+        metadata={
+            "help": "its rule saves the policy at evaluation.checkpoints (the dpo rule and the shipped rule "
+            "variants do; a user's rule file does not)"
+        },
+    )
 
     def __post_init__(self):
         if self.starts_from not in STARTS_FROM:
@@ -111,7 +132,8 @@ class Study:
 
     name: str = field(metadata={"help": "results go to results/<name>/; the MLflow experiment's default name"})
     config: Mapping[str, Any] = field(
-        metadata={"help": "the resolved config, read-only: schema defaults filled in, variants' defaults explicit"})
+        metadata={"help": "the resolved config, read-only: schema defaults filled in, variants' defaults explicit"}
+    )
     variants: Mapping[str, Variant] = field(metadata={"help": "every variant the config defines, in config order"})
     grid_variants: tuple[str, ...] = field(metadata={"help": "the variants trained, in grid order"})
     seeds: tuple[int, ...] = field(metadata={"help": "the grid's seeds"})
@@ -125,8 +147,12 @@ class Study:
     generation: GenerationSettings = field(metadata={"help": "how policies answer the test prompts (generation:)"})
     evaluation: EvaluationSettings = field(metadata={"help": "intervals and the LC win rate (evaluation:)"})
     mlflow: MlflowSettings = field(metadata={"help": "where the runs go (mlflow:)"})
-    training: TrainingSettings = field(metadata={"help": "how training jobs run: precision, load dtype, recomputation (training:)"})
-    distributed: DistributedSettings = field(metadata={"help": "processes per training job, GPUs per vLLM engine (distributed:)"})
+    training: TrainingSettings = field(
+        metadata={"help": "how training jobs run: precision, load dtype, recomputation (training:)"}
+    )
+    distributed: DistributedSettings = field(
+        metadata={"help": "processes per training job, GPUs per vLLM engine (distributed:)"}
+    )
     peft: PeftSettings | None = field(default=None, metadata={"help": "LoRA adapters (peft:); None: full fine-tuning"})
 
     def __post_init__(self):
@@ -248,8 +274,11 @@ class Study:
     @property
     def study_reward_judges(self) -> list[str]:
         """Judges that are the reward model trained in the study (kind reward_model, source study)."""
-        return [name for name, spec in self.config["judges"].items()
-                if spec["kind"] == "reward_model" and spec.get("source") == "study"]
+        return [
+            name
+            for name, spec in self.config["judges"].items()
+            if spec["kind"] == "reward_model" and spec.get("source") == "study"
+        ]
 
     @property
     def trains_reward_model(self) -> bool:
@@ -285,9 +314,11 @@ class Study:
         if not self.shared_engine:
             return []
         on_sft = [point for point in self.points if point.starts_from == "sft"]
-        policies = [point.path for point in on_sft] + [policy for point in on_sft for policy in self.checkpoints_of(point)]
+        policies = [point.path for point in on_sft] + [
+            policy for point in on_sft for policy in self.checkpoints_of(point)
+        ]
         size = self.generation.adapters_per_engine
-        return [policies[i:i + size] for i in range(0, len(policies), size)]
+        return [policies[i : i + size] for i in range(0, len(policies), size)]
 
     # ---- sections, as plain dicts for the stage settings classes ------------------------------
     @property

@@ -24,8 +24,9 @@ from dpolab.study import Study
 
 def aggregate_settings(study: Study) -> AggregateSettings:
     ev = study.evaluation
-    return AggregateSettings(ev.bootstrap_resamples, ev.confidence_level, ev.seed, ev.matched_kl_points,
-                             variants=study.grid_variants)
+    return AggregateSettings(
+        ev.bootstrap_resamples, ev.confidence_level, ev.seed, ev.matched_kl_points, variants=study.grid_variants
+    )
 
 
 def reward_label(study: Study) -> str:
@@ -36,8 +37,10 @@ def data_card(study: Study, card_file: Path, judge_accuracy_file: Path | None) -
     """The data job's card, with the held-out accuracy of the judge trained in the study (if any)."""
     card = json.loads(Path(card_file).read_text())
     if judge_accuracy_file is not None:
-        card["trained_judge"] = {"rule": "reward_model" if study.preferences else "judge",
-                                 **json.loads(Path(judge_accuracy_file).read_text())}
+        card["trained_judge"] = {
+            "rule": "reward_model" if study.preferences else "judge",
+            **json.loads(Path(judge_accuracy_file).read_text()),
+        }
     return card
 
 
@@ -50,8 +53,9 @@ def write_checkpoint_curves(study: Study, metric_files: list[Path], outputs: Map
     by_seed, curves = checkpoint_curves(metrics, {v: study.trained_steps(v) for v in study.grid_variants})
     by_seed.to_csv(outputs["checkpoints_by_seed"], index=False)
     curves.to_csv(outputs["checkpoints"], index=False)
-    plot = write_checkpoint_plot(curves, Path(outputs["frontier"]).parent, reward_label=reward_label(study),
-                                 variants=study.grid_variants)
+    plot = write_checkpoint_plot(
+        curves, Path(outputs["frontier"]).parent, reward_label=reward_label(study), variants=study.grid_variants
+    )
     return curves, plot
 
 
@@ -65,24 +69,43 @@ def summarise(study: Study, inputs: Mapping, outputs: Mapping, *, score_judge: s
 
     skipped_sft = {"sft": False, **{point.path: point.skipped_sft for point in study.points}}
     by_seed, table, comparisons = study_summary(
-        [Path(p) for p in inputs["metrics"]], pd.read_csv(inputs["win_rates"]), pd.read_parquet(inputs["outcomes"]),
-        pd.read_parquet(inputs["judgments"]), pd.read_parquet(inputs["lc_draws"]), skipped_sft, aggregate_settings(study))
+        [Path(p) for p in inputs["metrics"]],
+        pd.read_csv(inputs["win_rates"]),
+        pd.read_parquet(inputs["outcomes"]),
+        pd.read_parquet(inputs["judgments"]),
+        pd.read_parquet(inputs["lc_draws"]),
+        skipped_sft,
+        aggregate_settings(study),
+    )
     by_seed.to_csv(outputs["summary_by_seed"], index=False)
     table.to_csv(outputs["summary"], index=False)
     comparisons.to_csv(outputs["comparisons"], index=False)
-    Path(outputs["summary_page"]).write_text(summary_html(
-        table, f"DPO study {study.name}: summary over seeds",
-        more={"comparisons (a minus b; paired 95% CI over seeds and prompts)": comparisons, "per seed": by_seed}))
-    plots = write_plots(table, pd.read_parquet(inputs["scores"]), dict(zip(by_seed["policy"], by_seed["variant"])),
-                        Path(outputs["frontier"]).parent, primary_judge=study.evaluation.primary_judge,
-                        score_judge=score_judge, reward_label=reward_label(study), variants=study.grid_variants)
+    Path(outputs["summary_page"]).write_text(
+        summary_html(
+            table,
+            f"DPO study {study.name}: summary over seeds",
+            more={"comparisons (a minus b; paired 95% CI over seeds and prompts)": comparisons, "per seed": by_seed},
+        )
+    )
+    plots = write_plots(
+        table,
+        pd.read_parquet(inputs["scores"]),
+        dict(zip(by_seed["policy"], by_seed["variant"])),
+        Path(outputs["frontier"]).parent,
+        primary_judge=study.evaluation.primary_judge,
+        score_judge=score_judge,
+        reward_label=reward_label(study),
+        variants=study.grid_variants,
+    )
     curves = None
     if "checkpoints" in outputs:
         curves, plot = write_checkpoint_curves(study, [*inputs["metrics"], *inputs["checkpoint_metrics"]], outputs)
         plots.append(plot)
     Path(outputs["config"]).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
     accuracy = inputs.get("judge_accuracy")
-    Path(outputs["data_card"]).write_text(json.dumps(data_card(study, inputs["data_card"], accuracy), indent=2, default=str))
+    Path(outputs["data_card"]).write_text(
+        json.dumps(data_card(study, inputs["data_card"], accuracy), indent=2, default=str)
+    )
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table.to_string(index=False))
         print(comparisons.to_string(index=False))
@@ -98,8 +121,12 @@ def summarise(study: Study, inputs: Mapping, outputs: Mapping, *, score_judge: s
         tracking.log_checkpoint_curves(inputs["study_run"], curves)
     # the study's headline results also go on the parent run, where a colleague opens the study
     tracking.log_study_results(
-        inputs["study_run"], table=table, files=[*tables, outputs["config"]],
-        folders={"study": [outputs["data_card"], *([accuracy] if accuracy else []), inputs["pair_stats"], inputs["length"]],
-                 "plots": plots},
+        inputs["study_run"],
+        table=table,
+        files=[*tables, outputs["config"]],
+        folders={
+            "study": [outputs["data_card"], *([accuracy] if accuracy else []), inputs["pair_stats"], inputs["length"]],
+            "plots": plots,
+        },
     )
     return table

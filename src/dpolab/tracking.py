@@ -13,9 +13,9 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 import pandas as pd
@@ -28,8 +28,14 @@ from dpolab.study import config_hash
 
 # Snakemake benchmark columns logged as per-job metrics (s: wall seconds; max_rss: peak
 # resident memory in MB; cpu_time: user+system seconds).
-BENCHMARK_METRICS = {"s": "benchmark/wall_s", "max_rss": "benchmark/max_rss_mb", "max_vms": "benchmark/max_vms_mb",
-                     "io_in": "benchmark/io_in_mb", "io_out": "benchmark/io_out_mb", "cpu_time": "benchmark/cpu_time_s"}
+BENCHMARK_METRICS = {
+    "s": "benchmark/wall_s",
+    "max_rss": "benchmark/max_rss_mb",
+    "max_vms": "benchmark/max_vms_mb",
+    "io_in": "benchmark/io_in_mb",
+    "io_out": "benchmark/io_out_mb",
+    "cpu_time": "benchmark/cpu_time_s",
+}
 # signals that end a job early (Ctrl-C, scancel / SLURM time limit, a closed terminal)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -73,8 +79,15 @@ def create_study_run(config: dict, study_dir: Path, out_file: Path, benchmark: s
         # the MLflow UI then opens the experiment as model training (runs, metrics, artifacts)
         # rather than as a GenAI experiment (traces)
         client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
-    tags = {"stage": "study", "rule": "mlflow_study", "git_commit": git_commit(), "config_hash": config_hash(config),
-            "host": socket.gethostname(), **scheduler_tags(), **({"benchmark_file": benchmark} if benchmark else {})}
+    tags = {
+        "stage": "study",
+        "rule": "mlflow_study",
+        "git_commit": git_commit(),
+        "config_hash": config_hash(config),
+        "host": socket.gethostname(),
+        **scheduler_tags(),
+        **({"benchmark_file": benchmark} if benchmark else {}),
+    }
     run = client.create_run(experiment_id, run_name=f"study-{config['study']}", tags=tags)
     for key, value in flatten(config).items():
         client.log_param(run.info.run_id, key, value)
@@ -87,7 +100,11 @@ def create_study_run(config: dict, study_dir: Path, out_file: Path, benchmark: s
 
 def scheduler_tags() -> dict[str, str]:
     """Where a cluster job ran: SLURM's job id, node list and partition (none outside SLURM)."""
-    names = {"SLURM_JOB_ID": "slurm_job_id", "SLURM_JOB_NODELIST": "slurm_nodelist", "SLURM_JOB_PARTITION": "slurm_partition"}
+    names = {
+        "SLURM_JOB_ID": "slurm_job_id",
+        "SLURM_JOB_NODELIST": "slurm_nodelist",
+        "SLURM_JOB_PARTITION": "slurm_partition",
+    }
     return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
 
 
@@ -169,7 +186,11 @@ def close_stale_runs(client: MlflowClient, info: dict, name: str | None = None) 
         query += f" and attributes.run_name = '{name}'"
     stale = client.search_runs([info["experiment_id"]], filter_string=query, max_results=5000)
     for run in stale:
-        client.set_tag(run.info.run_id, "ended_by", "closed by a later launch of its job" if name else "closed when the workflow restarted")
+        client.set_tag(
+            run.info.run_id,
+            "ended_by",
+            "closed by a later launch of its job" if name else "closed when the workflow restarted",
+        )
         client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
     return [run.info.run_id for run in stale]
 
@@ -214,7 +235,9 @@ def curve_metrics(curves) -> list:
     now = int(time.time() * 1000)
     sft = curves[curves["variant"] == "sft"]
     metrics = []
-    for (variant, beta, temperature), rows in curves[curves["variant"] != "sft"].groupby(["variant", "beta", "temperature"]):
+    for (variant, beta, temperature), rows in curves[curves["variant"] != "sft"].groupby(
+        ["variant", "beta", "temperature"]
+    ):
         start = sft[sft["temperature"] == temperature]
         for _, row in pd.concat([start, rows]).iterrows():
             for figure in ("reward_mean", "kl_mean"):
@@ -229,7 +252,7 @@ def log_checkpoint_curves(study_run_file: Path | str, curves) -> int:
     client = MlflowClient(info["tracking_uri"])
     metrics = curve_metrics(curves)
     for start in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics a call
-        client.log_batch(info["parent_run_id"], metrics=metrics[start:start + 1000])
+        client.log_batch(info["parent_run_id"], metrics=metrics[start : start + 1000])
     return len(metrics)
 
 
@@ -247,13 +270,23 @@ def log_benchmarks(study_run_file: Path | str) -> dict[str, int]:
     already has them is skipped, so calling it again logs nothing twice."""
     info = json.loads(Path(study_run_file).read_text())
     client = MlflowClient(info["tracking_uri"])
-    runs = client.search_runs([info["experiment_id"]], filter_string="attributes.status = 'FINISHED'",
-                              max_results=50_000, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [info["experiment_id"]],
+        filter_string="attributes.status = 'FINISHED'",
+        max_results=50_000,
+        order_by=["attributes.start_time DESC"],
+    )
     latest: dict[str, object] = {}
     for run in runs:  # newest first: the first run seen per benchmark file is the job's latest
         key = run.data.tags.get("benchmark_file")
-        if key and key not in latest and (run.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]
-                                          or run.info.run_id == info["parent_run_id"]):
+        if (
+            key
+            and key not in latest
+            and (
+                run.data.tags.get("mlflow.parentRunId") == info["parent_run_id"]
+                or run.info.run_id == info["parent_run_id"]
+            )
+        ):
             latest[key] = run
     counts = {"logged": 0, "already": 0, "missing_file": 0}
     for key, run in latest.items():

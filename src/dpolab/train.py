@@ -15,7 +15,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from dpolab import losses
 from dpolab.models import load_policy
-from dpolab.settings import DPOSettings, PeftSettings, SFTSettings, TrainingSettings, TrainSettings  # noqa: F401 (re-exported)
+from dpolab.settings import DPOSettings, PeftSettings, SFTSettings, TrainingSettings, TrainSettings
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -39,14 +39,23 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _trainer_args(cfg: TrainSettings, out_dir: Path, *, seed: int, use_cpu: bool, mlflow_active: bool,
-                  training: TrainingSettings | None = None) -> dict:
+def _trainer_args(
+    cfg: TrainSettings,
+    out_dir: Path,
+    *,
+    seed: int,
+    use_cpu: bool,
+    mlflow_active: bool,
+    training: TrainingSettings | None = None,
+) -> dict:
     """TrainingArguments shared by every trainer: the section's batch (split over the job's
     processes), steps and schedule, and the precision settings."""
     training = training or default_training(use_cpu)
     processes = world_size()
     if cfg.batch_size % processes:
-        raise ValueError(f"{cfg.section}.batch_size: {cfg.batch_size} does not split over {processes} training processes")
+        raise ValueError(
+            f"{cfg.section}.batch_size: {cfg.batch_size} does not split over {processes} training processes"
+        )
     return dict(
         output_dir=str(out_dir / "trainer"),
         max_steps=cfg.max_steps,
@@ -73,11 +82,15 @@ def check_device_can(training: TrainingSettings, peft: PeftSettings | None = Non
 
     if training.device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda, but this node has no CUDA GPU visible to torch (check the job's GPU request "
-                               "and CUDA_VISIBLE_DEVICES)")
+            raise RuntimeError(
+                "device: cuda, but this node has no CUDA GPU visible to torch (check the job's GPU request "
+                "and CUDA_VISIBLE_DEVICES)"
+            )
         if training.precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise RuntimeError(f"training.precision: bf16 is not supported by this node's GPU ({torch.cuda.get_device_name()}); "
-                               "set training.precision: fp16")
+            raise RuntimeError(
+                f"training.precision: bf16 is not supported by this node's GPU ({torch.cuda.get_device_name()}); "
+                "set training.precision: fp16"
+            )
     if peft is not None and peft.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
         raise RuntimeError("peft.load_in_4bit: QLoRA needs the bitsandbytes package on the GPU nodes (envs/gpu.txt)")
 
@@ -89,8 +102,12 @@ def load_trainable(model_dir: Path, training: TrainingSettings, peft: PeftSettin
     if peft is not None and peft.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                          bnb_4bit_compute_dtype=getattr(torch, training.torch_dtype))
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=getattr(torch, training.torch_dtype),
+        )
     return load_policy(model_dir, dtype=training.torch_dtype, quantization_config=quantization)
 
 
@@ -147,8 +164,17 @@ def finish_training(trainer, tokenizer, result, out_dir: Path) -> dict:
     return {"train_loss": result.training_loss, "steps": trainer.state.global_step}
 
 
-def run_sft(base_dir: Path, sft_texts: Path | pd.DataFrame, cfg: SFTSettings, out_dir: Path, *, use_cpu: bool,
-            mlflow_active: bool, training: TrainingSettings | None = None, peft: PeftSettings | None = None) -> dict:
+def run_sft(
+    base_dir: Path,
+    sft_texts: Path | pd.DataFrame,
+    cfg: SFTSettings,
+    out_dir: Path,
+    *,
+    use_cpu: bool,
+    mlflow_active: bool,
+    training: TrainingSettings | None = None,
+    peft: PeftSettings | None = None,
+) -> dict:
     """Supervised fine-tuning: on `text` (plain language modelling, the study's SFT), or on
     `prompt` + `completion` columns (loss on the completion only, TRL's default for them).
 
@@ -160,18 +186,30 @@ def run_sft(base_dir: Path, sft_texts: Path | pd.DataFrame, cfg: SFTSettings, ou
     frame = sft_texts if isinstance(sft_texts, pd.DataFrame) else pd.read_parquet(sft_texts)
     columns = ["text"] if "text" in frame else ["prompt", "completion"]
     dataset = Dataset.from_pandas(frame[columns], preserve_index=False)
-    arguments = _trainer_args(cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training)
+    arguments = _trainer_args(
+        cfg, out_dir, seed=cfg.seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training
+    )
     peft_config = lora.lora_config() if lora else None
     # Padding-free: each batch's examples flattened into one row (position ids restart per
     # example, so attention stays within an example; the same losses as padded batches). TRL
     # does not truncate in this mode, so it is used when no example needs truncating.
-    trainer = SFTTrainer(model=model, args=SFTConfig(**{**arguments, "max_length": None}, packing=False, padding_free=True),
-                         train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**{**arguments, "max_length": None}, packing=False, padding_free=True),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     if max(len(ids) for ids in trainer.train_dataset["input_ids"]) > cfg.max_length:
         if lora:  # start again from the plain model: the first trainer wrapped it in the adapter
             model, tokenizer = load_trainable(base_dir, training, lora)
-        trainer = SFTTrainer(model=model, args=SFTConfig(**arguments, packing=False), train_dataset=dataset,
-                             processing_class=tokenizer, peft_config=peft_config)
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**arguments, packing=False),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
     if not lora:
         return train_and_save(trainer, tokenizer, out_dir)
     from dpolab.perf import attach_throughput
@@ -206,8 +244,16 @@ def pairs_dataset(pairs: pd.DataFrame, reference: pd.DataFrame | None = None) ->
     return Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
-def dpo_args(cfg: DPOSettings, out_dir: Path, *, beta: float, seed: int, use_cpu: bool, mlflow_active: bool,
-             training: TrainingSettings | None = None) -> DPOConfig:
+def dpo_args(
+    cfg: DPOSettings,
+    out_dir: Path,
+    *,
+    beta: float,
+    seed: int,
+    use_cpu: bool,
+    mlflow_active: bool,
+    training: TrainingSettings | None = None,
+) -> DPOConfig:
     return DPOConfig(
         **_trainer_args(cfg, out_dir, seed=seed, use_cpu=use_cpu, mlflow_active=mlflow_active, training=training),
         beta=beta,
@@ -215,8 +261,15 @@ def dpo_args(cfg: DPOSettings, out_dir: Path, *, beta: float, seed: int, use_cpu
     )
 
 
-def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, out_dir: Path, *, use_cpu: bool,
-                            training: TrainingSettings | None = None) -> pd.DataFrame:
+def compute_reference_logps(
+    sft_dir: Path,
+    pairs: pd.DataFrame,
+    cfg: DPOSettings,
+    out_dir: Path,
+    *,
+    use_cpu: bool,
+    training: TrainingSettings | None = None,
+) -> pd.DataFrame:
     """Reference log-probs for every pair, by TRL's own precompute (same tokenisation and
     truncation as the DPO jobs), computed once and saved as parquet. The SFT model is loaded as
     the policies load it and run under the same autocast, so at step 0 a policy's log-probs equal
@@ -225,7 +278,9 @@ def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings
     model, tokenizer = load_policy(sft_dir, dtype=training.torch_dtype)
     args = dpo_args(cfg, out_dir, beta=0.1, seed=0, use_cpu=use_cpu, mlflow_active=False, training=training)
     args.precompute_ref_batch_size = max(cfg.batch_size, 16)
-    trainer = ReferenceDPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
+    trainer = ReferenceDPOTrainer(
+        model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer
+    )
     data = trainer.train_dataset
     reference = pd.DataFrame(
         {
@@ -250,7 +305,13 @@ def compute_reference_logps(sft_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings
 
 
 # Config attributes that change logits after the LM head (TRL's fused head reads the same ones).
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
 
 
 def plain_head(model) -> bool:
@@ -259,7 +320,8 @@ def plain_head(model) -> bool:
     config = model.config.get_text_config()
     return (
         all(getattr(config, name, None) is None for name in LOGIT_TRANSFORMS)
-        and model.get_output_embeddings() is not None and getattr(model.get_output_embeddings(), "bias", None) is None
+        and model.get_output_embeddings() is not None
+        and getattr(model.get_output_embeddings(), "bias", None) is None
     )
 
 
@@ -277,7 +339,7 @@ def length_groups(lengths: list[int], overhead_tokens: int = 64) -> list[list[in
                 best[end], cut[end] = cost, start
     groups, end = [], len(order)
     while end:
-        groups.append(order[cut[end]:end])
+        groups.append(order[cut[end] : end])
         end = cut[end]
     return groups[::-1]
 
@@ -319,7 +381,9 @@ class ReferenceDPOTrainer(DPOTrainer):
             if self.ld_alpha is not None or not plain_head(model):
                 return super().compute_ref_log_probs(model, inputs)
             with torch.no_grad():
-                logps = grouped_completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+                logps = grouped_completion_logps(
+                    model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+                )
         return logps.chunk(2, dim=0)
 
 
@@ -345,7 +409,9 @@ class RegistryDPOTrainer(DPOTrainer):
             if config.ld_alpha is not None or config.use_weighting or config.f_divergence_type != "reverse_kl":
                 raise ValueError("RegistryDPOTrainer supports summed log-probs under reverse KL only")
             if not config.precompute_ref_log_probs:
-                raise ValueError("RegistryDPOTrainer reads reference log-probs from the dataset: set precompute_ref_log_probs")
+                raise ValueError(
+                    "RegistryDPOTrainer reads reference log-probs from the dataset: set precompute_ref_log_probs"
+                )
         super().__init__(*args, **kwargs)
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
@@ -449,10 +515,22 @@ def run_dpo(
     return train_and_save(trainer, tokenizer, out_dir, checkpoints)
 
 
-def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: float, desirable_weight: float,
-            undesirable_weight: float, seed: int, out_dir: Path, use_cpu: bool, mlflow_active: bool,
-            training: TrainingSettings | None = None, peft: PeftSettings | None = None,
-            checkpoints: tuple[int, ...] = ()) -> dict:
+def run_kto(
+    start_dir: Path,
+    examples: pd.DataFrame,
+    cfg: DPOSettings,
+    *,
+    beta: float,
+    desirable_weight: float,
+    undesirable_weight: float,
+    seed: int,
+    out_dir: Path,
+    use_cpu: bool,
+    mlflow_active: bool,
+    training: TrainingSettings | None = None,
+    peft: PeftSettings | None = None,
+    checkpoints: tuple[int, ...] = (),
+) -> dict:
     """KTO on unpaired (prompt, completion, label) examples with TRL's KTOTrainer. The
     reference is the starting model: TRL computes its log-probs once before training
     (precompute_ref_log_probs), including those of the mismatched completions of the KL term."""
@@ -461,7 +539,9 @@ def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: 
     from dpolab.unpaired import training_order
 
     if cfg.batch_size < 2:
-        raise ValueError("KTO estimates its KL term from mismatched completions within a batch: dpo.batch_size must be >= 2")
+        raise ValueError(
+            "KTO estimates its KL term from mismatched completions within a batch: dpo.batch_size must be >= 2"
+        )
     training = training or default_training(use_cpu, peft)
     model, tokenizer = load_trainable(start_dir, training, peft)
     args = KTOConfig(
@@ -473,14 +553,30 @@ def run_kto(start_dir: Path, examples: pd.DataFrame, cfg: DPOSettings, *, beta: 
     )
     examples = training_order(examples[["prompt", "completion", "label"]], seed)
     dataset = Dataset.from_pandas(examples, preserve_index=False)
-    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft.lora_config() if peft else None)
+    trainer = KTOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft.lora_config() if peft else None,
+    )
     return train_and_save(trainer, tokenizer, out_dir, checkpoints)
 
 
-def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: float, seed: int, out_dir: Path,
-             use_cpu: bool, mlflow_active: bool, training: TrainingSettings | None = None,
-             peft: PeftSettings | None = None, checkpoints: tuple[int, ...] = ()) -> dict:
+def run_orpo(
+    start_dir: Path,
+    pairs: pd.DataFrame,
+    cfg: DPOSettings,
+    *,
+    beta: float,
+    seed: int,
+    out_dir: Path,
+    use_cpu: bool,
+    mlflow_active: bool,
+    training: TrainingSettings | None = None,
+    peft: PeftSettings | None = None,
+    checkpoints: tuple[int, ...] = (),
+) -> dict:
     """ORPO with TRL's ORPOTrainer (trl.experimental): NLL of the chosen response minus
     beta * log sigmoid(log odds(chosen) - log odds(rejected)), odds from length-averaged
     log-probs as in the paper; no reference model."""
@@ -496,6 +592,11 @@ def run_orpo(start_dir: Path, pairs: pd.DataFrame, cfg: DPOSettings, *, beta: fl
         beta=beta,
         remove_unused_columns=False,  # its collator needs the tokenised columns
     )
-    trainer = ORPOTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
-                          peft_config=peft.lora_config() if peft else None)
+    trainer = ORPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=pairs_dataset(pairs),
+        processing_class=tokenizer,
+        peft_config=peft.lora_config() if peft else None,
+    )
     return train_and_save(trainer, tokenizer, out_dir, checkpoints)

@@ -11,7 +11,6 @@ import pandas as pd
 from dpolab.locate import is_hub_id
 from dpolab.preference_data import read_table
 
-
 UNPAIRED_COLUMNS = ("prompt", "completion", "label")
 FILE_SUFFIXES = (".parquet", ".jsonl", ".csv")
 
@@ -44,8 +43,9 @@ def check_unpaired_source(source: str) -> None:
             return
         if path.exists() or not hub_dataset_id(source):
             what = f"a {path.suffix or 'suffix-less'} file" if path.exists() else "not a file on this machine"
-            raise ValueError(f"{source!r} is {what}; give a local {', '.join(FILE_SUFFIXES)} file or a Hub dataset "
-                             "id (owner/name)")
+            raise ValueError(
+                f"{source!r} is {what}; give a local {', '.join(FILE_SUFFIXES)} file or a Hub dataset id (owner/name)"
+            )
         return
     path = Path(source)
     if not path.is_file():
@@ -63,8 +63,10 @@ def check_unpaired(frame: pd.DataFrame, where: str) -> pd.DataFrame:
         if not labels.isin([0, 1]).all():
             bad = labels[~labels.isin([0, 1])]
             first = bad.iloc[0].item() if hasattr(bad.iloc[0], "item") else bad.iloc[0]  # 2, not np.int64(2)
-            raise ValueError(f"{where}: column label must be boolean (or 0/1), found {first!r} "
-                             f"in row {bad.index[0]} ({len(bad)} such row(s))")
+            raise ValueError(
+                f"{where}: column label must be boolean (or 0/1), found {first!r} "
+                f"in row {bad.index[0]} ({len(bad)} such row(s))"
+            )
         labels = labels.astype(bool)
     frame = frame.assign(label=labels)
     if len(frame) == 0 or frame["label"].all() or not frame["label"].any():
@@ -93,7 +95,9 @@ def unpair(pairs: pd.DataFrame, *, examples_per_pair: str, seed: int) -> pd.Data
     from datasets import Dataset
     from trl.data_utils import unpair_preference_dataset
 
-    halves = unpair_preference_dataset(Dataset.from_pandas(pairs[["pair_id", "prompt", "chosen", "rejected"]], preserve_index=False))
+    halves = unpair_preference_dataset(
+        Dataset.from_pandas(pairs[["pair_id", "prompt", "chosen", "rejected"]], preserve_index=False)
+    )
     frame = halves.to_pandas()  # rows: every pair's chosen half, then every pair's rejected half
     if examples_per_pair == "one":
         keep_chosen = np.random.default_rng(seed).random(len(pairs)) < 0.5
@@ -130,7 +134,9 @@ def unpaired_stats(examples: pd.DataFrame, *, desirable_weight: float, undesirab
     }
 
 
-def make_examples(settings: dict, *, pairs_file: Path | None, examples_file: Path, stats_file: Path, log: bool = True) -> dict:
+def make_examples(
+    settings: dict, *, pairs_file: Path | None, examples_file: Path, stats_file: Path, log: bool = True
+) -> dict:
     """The kto_examples job: KTO's unpaired examples from the study's pairs (`unpair`) or from the
     variant's `unpaired_data`, with their stats (the weighted desirable/undesirable ratio against the
     KTO paper's recommended [1, 4/3] is reported, not refused); `settings` the variant's entry."""
@@ -139,16 +145,25 @@ def make_examples(settings: dict, *, pairs_file: Path | None, examples_file: Pat
     import mlflow
 
     if settings.get("unpaired_data") is None:
-        examples = unpair(pd.read_parquet(pairs_file), examples_per_pair=settings["examples_per_pair"], seed=settings["unpair_seed"])
+        examples = unpair(
+            pd.read_parquet(pairs_file), examples_per_pair=settings["examples_per_pair"], seed=settings["unpair_seed"]
+        )
         source = "pairs"
     else:
         examples = read_unpaired(settings["unpaired_data"], settings["unpaired_split"])
         source = settings["unpaired_data"]
-    stats = {"source": source, **unpaired_stats(examples, desirable_weight=settings["desirable_weight"],
-                                                 undesirable_weight=settings["undesirable_weight"])}
+    stats = {
+        "source": source,
+        **unpaired_stats(
+            examples, desirable_weight=settings["desirable_weight"], undesirable_weight=settings["undesirable_weight"]
+        ),
+    }
     if not stats["weighted_ratio_in_recommended_range"]:
-        print(f"KTO weights: desirable_weight*n_desirable / (undesirable_weight*n_undesirable) = {stats['weighted_ratio']:.3f}, "
-              "outside the KTO paper's recommended [1, 4/3]")
+        print(
+            "KTO weights: desirable_weight*n_desirable / (undesirable_weight*n_undesirable) = "
+            f"{stats['weighted_ratio']:.3f}, "
+            "outside the KTO paper's recommended [1, 4/3]"
+        )
     examples.to_parquet(examples_file, index=False)
     Path(stats_file).write_text(json.dumps(stats, indent=2))
     if log:

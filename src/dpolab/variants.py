@@ -13,9 +13,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dpolab.study import STARTS_FROM
+
 # The workflow's own rules: a rule variant needs a rule name of its own.
-WORKFLOW_RULES = frozenset({"all", "mlflow_study", "data", "judge", "base_model", "sft", "pairs", "reference", "dpo",
-                            "generate", "evaluate", "pairwise_judge", "compare", "summary"})
+WORKFLOW_RULES = frozenset(
+    {
+        "all",
+        "mlflow_study",
+        "data",
+        "judge",
+        "base_model",
+        "sft",
+        "pairs",
+        "reference",
+        "dpo",
+        "generate",
+        "evaluate",
+        "pairwise_judge",
+        "compare",
+        "summary",
+    }
+)
 
 
 @dataclass
@@ -48,16 +65,22 @@ class KTOVariant(RuleVariant):
     """KTO (Ethayarajh et al. 2024) with TRL's KTOTrainer; beta comes from the grid."""
 
     desirable_weight: float = field(default=1.0, metadata={"help": "lambda_D: weight of the desirable examples' loss"})
-    undesirable_weight: float = field(default=1.0, metadata={"help": "lambda_U: weight of the undesirable examples' loss"})
+    undesirable_weight: float = field(
+        default=1.0, metadata={"help": "lambda_U: weight of the undesirable examples' loss"}
+    )
     examples_per_pair: str = field(
         default="both",
-        metadata={"help": "from the study's pairs: 'both' (chosen -> desirable, rejected -> undesirable) or 'one' "
-                          "(one of the two per pair, at random: no prompt has both, KTO's one-y-per-x setting)"},
+        metadata={
+            "help": "from the study's pairs: 'both' (chosen -> desirable, rejected -> undesirable) or 'one' "
+            "(one of the two per pair, at random: no prompt has both, KTO's one-y-per-x setting)"
+        },
     )
     unpaired_data: str | None = field(
         default=None,
-        metadata={"help": "take unpaired examples from here instead of the pairs: a local .parquet/.jsonl/.csv "
-                          "file or a Hugging Face Hub dataset id, with columns prompt, completion, label (bool)"},
+        metadata={
+            "help": "take unpaired examples from here instead of the pairs: a local .parquet/.jsonl/.csv "
+            "file or a Hugging Face Hub dataset id, with columns prompt, completion, label (bool)"
+        },
     )
     unpaired_split: str = field(default="train", metadata={"help": "split of a Hub dataset in unpaired_data"})
     unpair_seed: int = field(default=0, metadata={"help": "seed of the random half with examples_per_pair: one"})
@@ -82,7 +105,9 @@ class ORPOVariant(RuleVariant):
     """ORPO (Hong et al. 2024) with TRL's ORPOTrainer: NLL on the chosen response plus
     beta (the paper's lambda) times the odds-ratio loss; from the base model, as the paper."""
 
-    starts_from: str = field(default="base", metadata={"help": "ORPO replaces SFT: the paper starts from the base model"})
+    starts_from: str = field(
+        default="base", metadata={"help": "ORPO replaces SFT: the paper starts from the base model"}
+    )
 
 
 RULE_VARIANTS: dict[str, type[RuleVariant]] = {"kto": KTOVariant, "orpo": ORPOVariant}

@@ -113,7 +113,9 @@ def fit_lc_model(frame: pd.DataFrame, settings: LCSettings, *, start: np.ndarray
     n_m, n_x = len(policies), len(prompts)
     baseline = None
     if "baseline_length" in frame:
-        per_prompt = pd.Series(frame["baseline_length"].to_numpy(np.float64)).groupby(x).first().reindex(range(n_x)).to_numpy()
+        per_prompt = (
+            pd.Series(frame["baseline_length"].to_numpy(np.float64)).groupby(x).first().reindex(range(n_x)).to_numpy()
+        )
         baseline = _standardised_tanh(per_prompt)
     u = baseline[x] if baseline is not None else np.zeros(len(frame))
     size = 2 * n_m + n_x + 1
@@ -123,14 +125,18 @@ def fit_lc_model(frame: pd.DataFrame, settings: LCSettings, *, start: np.ndarray
         z = theta[m] + phi[m] * t + gamma[x] + psi * u
         # cross-entropy with fractional targets: log(1 + e^z) - y z, computed stably
         loss = np.sum(np.logaddexp(0.0, z) - y * z)
-        loss += 0.5 * settings.l2 * (theta @ theta + phi @ phi + psi * psi) + 0.5 * settings.difficulty_l2 * (gamma @ gamma)
+        loss += 0.5 * settings.l2 * (theta @ theta + phi @ phi + psi * psi) + 0.5 * settings.difficulty_l2 * (
+            gamma @ gamma
+        )
         residual = special.expit(z) - y
-        grad = np.concatenate([
-            np.bincount(m, residual, n_m) + settings.l2 * theta,
-            np.bincount(m, residual * t, n_m) + settings.l2 * phi,
-            np.bincount(x, residual, n_x) + settings.difficulty_l2 * gamma,
-            [residual @ u + settings.l2 * psi],
-        ])
+        grad = np.concatenate(
+            [
+                np.bincount(m, residual, n_m) + settings.l2 * theta,
+                np.bincount(m, residual * t, n_m) + settings.l2 * phi,
+                np.bincount(x, residual, n_x) + settings.difficulty_l2 * gamma,
+                [residual @ u + settings.l2 * psi],
+            ]
+        )
         return loss, grad
 
     w0 = np.zeros(size) if start is None or len(start) != size else start
@@ -138,7 +144,9 @@ def fit_lc_model(frame: pd.DataFrame, settings: LCSettings, *, start: np.ndarray
     if not result.success and result.status != 1:  # status 1: iteration limit, still a usable fit
         raise RuntimeError(f"length-controlled model did not converge: {result.message}")
     w = result.x
-    return LCFit(policies, prompts, w[:n_m], w[n_m : 2 * n_m], w[2 * n_m : 2 * n_m + n_x], sigma, float(w[-1]), baseline)
+    return LCFit(
+        policies, prompts, w[:n_m], w[n_m : 2 * n_m], w[2 * n_m : 2 * n_m + n_x], sigma, float(w[-1]), baseline
+    )
 
 
 def lc_win_rates(frame: pd.DataFrame, settings: LCSettings, *, return_draws: bool = False):
@@ -168,20 +176,27 @@ def lc_win_rates(frame: pd.DataFrame, settings: LCSettings, *, return_draws: boo
         values = np.asarray(draws[policy]) if draws[policy] else np.array([point[policy]])
         # a percentile interval can miss its own point by the optimiser's tolerance: widened to hold it
         low, high = interval(values, point[policy], settings.confidence)
-        rows.append({
-            "policy": policy,
-            "win_rate": float(frame.loc[frame["policy"] == policy, "preference"].mean()),
-            "lc_win_rate": point[policy],
-            "lc_win_rate_ci_low": low,
-            "lc_win_rate_ci_high": high,
-            "lc_length_coef": float(fit.phi[index]),
-            "lc_sigma": fit.sigma,
-        })
+        rows.append(
+            {
+                "policy": policy,
+                "win_rate": float(frame.loc[frame["policy"] == policy, "preference"].mean()),
+                "lc_win_rate": point[policy],
+                "lc_win_rate_ci_low": low,
+                "lc_win_rate_ci_high": high,
+                "lc_length_coef": float(fit.phi[index]),
+                "lc_sigma": fit.sigma,
+            }
+        )
     if not return_draws:
         return pd.DataFrame(rows)
-    draws_table = pd.DataFrame([{"policy": policy, "draw": r, "lc_win_rate": value}
-                                for policy, values in draws.items() for r, value in enumerate(values)],
-                               columns=["policy", "draw", "lc_win_rate"])
+    draws_table = pd.DataFrame(
+        [
+            {"policy": policy, "draw": r, "lc_win_rate": value}
+            for policy, values in draws.items()
+            for r, value in enumerate(values)
+        ],
+        columns=["policy", "draw", "lc_win_rate"],
+    )
     return pd.DataFrame(rows), draws_table
 
 

@@ -18,8 +18,7 @@ try:
         check_duplicate_keys(config_file)
     # overrides: the --config values alone, whose strings are read as the schema's types (Snakemake's
     # overwrite_config also holds the --configfile files' contents, where a string stays a string).
-    study = load_study(config, overrides=workflow.config_settings.config,
-                       check_environment=not workflow.remote_exec)
+    study = load_study(config, overrides=workflow.config_settings.config, check_environment=not workflow.remote_exec)
 except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 # Jobs read the resolved config (defaults filled in, --config strings typed) as `snakemake.config`.
@@ -122,8 +121,10 @@ def variant_rule_files():
         path = VARIANT_RULE_DIR / f"{rule_name}.smk"
         if not path.is_file():
             shipped = ", ".join(sorted(f.stem for f in VARIANT_RULE_DIR.glob("*.smk"))) or "none"
-            raise WorkflowError(f"invalid config: variants.{variants[0]}.rule: no rule file {path.relative_to(workflow.basedir)} "
-                                f"(the folder holds rule files for {shipped})")
+            raise WorkflowError(
+                f"invalid config: variants.{variants[0]}.rule: no rule file {path.relative_to(workflow.basedir)} "
+                f"(the folder holds rule files for {shipped})"
+            )
         files.append(str(path.relative_to(workflow.basedir)))
     return files
 
@@ -192,14 +193,19 @@ def launch_message(rule_name):
 
     resources = resources_for(rule_name if rule_name in ("sft", "reward_model") else "dpo")
     nodes = resources.get("nodes", 1)  # the plugin's gpu resource is the job's total (sbatch --gpus)
-    gpus = f"{resources['gpu'] // nodes} GPU(s) per node x {nodes} node(s)" if "gpu" in resources else \
-        f"{study.distributed.processes} CPU processes"
+    gpus = (
+        f"{resources['gpu'] // nodes} GPU(s) per node x {nodes} node(s)"
+        if "gpu" in resources
+        else f"{study.distributed.processes} CPU processes"
+    )
     command = launch_command(study.distributed, study.training, "{log}.job.json", relative_to=Path(workflow.basedir))
     point = " ({wildcards})" if rule_name not in ("sft", "reward_model") else ""
     # the first line's end split off, so `snakemake --lint` does not read this message as a rule of this file
-    return (f"rule {rule_name}{point}"
-            f": {gpus}, mem_mb={resources['mem_mb']}, runtime={resources['runtime']} min\n"
-            f"    launch: {command}")
+    return (
+        f"rule {rule_name}{point}"
+        f": {gpus}, mem_mb={resources['mem_mb']}, runtime={resources['runtime']} min\n"
+        f"    launch: {command}"
+    )
 
 
 def judge_inputs(wildcards=None):

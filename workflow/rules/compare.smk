@@ -10,10 +10,6 @@ rule pairwise_judge:
         model=pairwise_judge_model,
     output:
         verdicts=f"{STUDY}/compare/pairwise/{{judge}}.parquet",
-    params:
-        policy_temperatures=POLICY_TEMPERATURES,
-        # an HTTP judge's verdicts, kept as they arrive (not an output: a failed job keeps them for the rerun)
-        verdict_cache=f"{STUDY}/cache/verdicts/{{judge}}.jsonl",
     log:
         f"{STUDY}/logs/pairwise_judge/{{judge}}.log",
     benchmark:
@@ -21,6 +17,10 @@ rule pairwise_judge:
     threads: heavy_threads()
     resources:
         **resources_for("pairwise_judge"),
+    params:
+        policy_temperatures=POLICY_TEMPERATURES,
+        # an HTTP judge's verdicts, kept as they arrive (not an output: a failed job keeps them for the rerun)
+        verdict_cache=f"{STUDY}/cache/verdicts/{{judge}}.jsonl",
     script:
         "../scripts/pairwise_judge.py"
 
@@ -40,13 +40,13 @@ rule compare:
         lc_draws=f"{STUDY}/compare/lc_draws.parquet",  # the LC fits' bootstrap draws, paired over policies
         win_rates=report(f"{STUDY}/compare/win_rates.csv", caption="../report/win_rates.rst", category="Summary"),
         length=f"{STUDY}/compare/length_analysis.json",
-    params:
-        policies=POLICIES,
     log:
         f"{STUDY}/logs/compare.log",
     benchmark:
         f"{STUDY}/benchmarks/compare.tsv"
     resources:
         **resources_for("compare"),
+    params:
+        policies=POLICIES,
     script:
         "../scripts/compare.py"

@@ -8,22 +8,22 @@ rule dpo:
         reference=f"{STUDY}/reference/logps.parquet",
         reference_meta=f"{STUDY}/reference/meta.json",
     output:
+        **checkpoint_outputs(),
         model=directory(f"{POLICY_DIR}/model"),
         train_log=f"{POLICY_DIR}/train_log.json",
-        **checkpoint_outputs(),
     log:
         policy_log("dpo"),
     benchmark:
         policy_benchmark("dpo")
     wildcard_constraints:
         variant=variants_of("dpo"),
-    message:
-        launch_message("dpo")
-    threads: heavy_threads()
     # Training before generation: a policy's samples wait for its training, so a free core
     # starts the next policy rather than the samples of one already trained.
     priority: 10
+    threads: heavy_threads()
     resources:
         **resources_for("dpo"),
+    message:
+        launch_message("dpo")
     script:
         "../scripts/dpo.py"

@@ -38,9 +38,9 @@ for batch_index, batch_policies in enumerate(ADAPTER_BATCHES):
             prompts=f"{STUDY}/data/prompts_test.parquet",
             adapters=[f"{STUDY}/dpo/{policy}/model" for policy in batch_policies],
         output:
-            samples=[f"{STUDY}/generate/{policy}/temp~{t}/samples.jsonl" for policy in batch_policies for t in TEMPERATURES],
-        params:
-            policies=batch_policies,
+            samples=[
+                f"{STUDY}/generate/{policy}/temp~{t}/samples.jsonl" for policy in batch_policies for t in TEMPERATURES
+            ],
         log:
             f"{STUDY}/logs/generate/adapters_{batch_index}.log",
         benchmark:
@@ -48,5 +48,7 @@ for batch_index, batch_policies in enumerate(ADAPTER_BATCHES):
         threads: heavy_threads()
         resources:
             **shared_engine_resources(len(batch_policies)),
+        params:
+            policies=batch_policies,
         script:
             "../scripts/generate_adapters.py"

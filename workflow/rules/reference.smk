@@ -11,11 +11,11 @@ rule reference:
         f"{STUDY}/logs/reference.log",
     benchmark:
         f"{STUDY}/benchmarks/reference.tsv"
+    # Every DPO job waits for this one: first in line when the pairs are ready.
+    priority: 50
     # One core, like a grid job: the other core samples SFT meanwhile (or trains KTO/ORPO), which
     # finishes the study sooner than both cores on this short job while the sampling waits.
     threads: heavy_threads()
-    # Every DPO job waits for this one: first in line when the pairs are ready.
-    priority: 50
     resources:
         **resources_for("reference"),
     script:

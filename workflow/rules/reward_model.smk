@@ -14,10 +14,10 @@ rule reward_model:
         f"{STUDY}/logs/reward_model.log",
     benchmark:
         f"{STUDY}/benchmarks/reward_model.tsv"
-    message:
-        launch_message("reward_model")
     threads: stage_threads()
     resources:
         **resources_for("reward_model"),
+    message:
+        launch_message("reward_model")
     script:
         "../scripts/reward_model.py"

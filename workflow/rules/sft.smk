@@ -22,18 +22,18 @@ if not study.sft_skipped:
             base=f"{STUDY}/base/model",
             texts=f"{STUDY}/data/sft_train.parquet",
         output:
-            model=directory(f"{STUDY}/sft/model"),
-            train_log=f"{STUDY}/sft/train_log.json",
             # peft.sft: lora: the adapter SFT trained, merged into model/
             **({"adapter": directory(f"{STUDY}/sft/adapter")} if study.peft and study.peft.sft == "lora" else {}),
+            model=directory(f"{STUDY}/sft/model"),
+            train_log=f"{STUDY}/sft/train_log.json",
         log:
             f"{STUDY}/logs/sft.log",
         benchmark:
             f"{STUDY}/benchmarks/sft.tsv"
-        message:
-            launch_message("sft")
         threads: stage_threads()
         resources:
             **resources_for("sft"),
+        message:
+            launch_message("sft")
         script:
             "../scripts/sft.py"

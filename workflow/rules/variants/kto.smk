@@ -31,22 +31,22 @@ rule kto:
         start=start_model,
         examples=f"{STUDY}/unpaired/variant~{{variant}}/examples.parquet",
     output:
+        **checkpoint_outputs(),
         model=directory(f"{POLICY_DIR}/model"),
         train_log=f"{POLICY_DIR}/train_log.json",
-        **checkpoint_outputs(),
     log:
         policy_log("kto"),
     benchmark:
         policy_benchmark("kto")
     wildcard_constraints:
         variant=variants_of("kto"),
-    message:
-        launch_message("kto")
-    threads: heavy_threads()
     # Training before generation: a policy's samples wait for its training, so a free core
     # starts the next policy rather than the samples of one already trained.
     priority: 10
+    threads: heavy_threads()
     resources:
         **resources_for("dpo"),
+    message:
+        launch_message("kto")
     script:
         "../../scripts/kto.py"

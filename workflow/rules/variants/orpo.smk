@@ -8,22 +8,22 @@ rule orpo:
         start=start_model,
         pairs=f"{STUDY}/pairs/pairs.parquet",
     output:
+        **checkpoint_outputs(),
         model=directory(f"{POLICY_DIR}/model"),
         train_log=f"{POLICY_DIR}/train_log.json",
-        **checkpoint_outputs(),
     log:
         policy_log("orpo"),
     benchmark:
         policy_benchmark("orpo")
     wildcard_constraints:
         variant=variants_of("orpo"),
-    message:
-        launch_message("orpo")
-    threads: heavy_threads()
     # Training before generation: a policy's samples wait for its training, so a free core
     # starts the next policy rather than the samples of one already trained.
     priority: 10
+    threads: heavy_threads()
     resources:
         **resources_for("dpo"),
+    message:
+        launch_message("orpo")
     script:
         "../../scripts/orpo.py"
