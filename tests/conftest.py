@@ -1,3 +1,6 @@
+"""Session fixtures every folder uses: tiny models built from the smoke config. The e2e study fixtures
+live in tests/e2e/conftest.py, shared helpers in tests/helpers/."""
+
 import os
 
 import pytest
@@ -13,7 +16,7 @@ def tiny_model_dir(tmp_path_factory):
     from dpolab.config import ROOT, read_study
     from dpolab.models import prepare_base_model
 
-    model = read_study(ROOT / "configs" / "smoke.yaml").section("model")
+    model = read_study(ROOT / "configs" / "smoke.yaml", check_environment=False).section("model")
     model_cfg = dict(model, scratch=dict(model["scratch"], hidden_size=32, intermediate_size=64))
     out = tmp_path_factory.mktemp("tiny") / "model"
     prepare_base_model(model_cfg, out)
@@ -28,5 +31,5 @@ def vllm_model_dir(tmp_path_factory):
     from dpolab.models import prepare_base_model
 
     out = tmp_path_factory.mktemp("tiny-vllm") / "model"
-    prepare_base_model(read_study(ROOT / "configs" / "smoke.yaml").section("model"), out)
+    prepare_base_model(read_study(ROOT / "configs" / "smoke.yaml", check_environment=False).section("model"), out)
     return out

@@ -65,16 +65,17 @@ def temperatures_tag(study: Study) -> dict:
     return {"temperature": ",".join(study.temperature_labels)}
 
 
-_STUDIES: dict[int, Study] = {}
+# config id -> (the config, its Study): the config is kept so that its id is not reused by another
+_STUDIES: dict[int, tuple[dict, Study]] = {}
 
 
 def study_of(snakemake) -> Study:
     """The job's study, from the resolved config its workflow checked (machine checks were made
     there, so only the config's own checks run again: milliseconds)."""
     key = id(snakemake.config)
-    if key not in _STUDIES:
-        _STUDIES[key] = load_study(snakemake.config, check_environment=False)
-    return _STUDIES[key]
+    if key not in _STUDIES or _STUDIES[key][0] is not snakemake.config:
+        _STUDIES[key] = (snakemake.config, load_study(snakemake.config, check_environment=False))
+    return _STUDIES[key][1]
 
 
 def setup(snakemake) -> None:

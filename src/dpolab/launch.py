@@ -108,13 +108,24 @@ def job_spec(snakemake, script: str) -> dict:
     }
 
 
+def _start_of(items: list, value: list) -> int:
+    for start in range(len(items) - len(value) + 1):
+        if items[start : start + len(value)] == value:
+            return start
+    raise ValueError(f"{value!r} is not a run of the job's items")
+
+
 def _namedlist(cls, part: dict):
     names, items = part["names"], part["items"]
-    if len(names) == len(items):  # every entry named (the training rules name all theirs)
-        return cls(fromdict=names)
+    if len(names) == len(items) and not any(isinstance(v, list) for v in names.values()):
+        return cls(fromdict=names)  # every entry one named item (the training rules name all theirs)
     rebuilt = cls(toclone=items)
     for name, value in names.items():
-        rebuilt._set_name(name, items.index(value))
+        if isinstance(value, list):  # a named entry of several items: `texts=[a, b]`
+            start = _start_of(items, value)
+            rebuilt._set_name(name, start, start + len(value))
+        else:
+            rebuilt._set_name(name, items.index(value))
     return rebuilt
 
 

@@ -15,8 +15,10 @@ def package_dir(package: str, *, key: str = "model.package", install_hint: str =
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):  # a dotted name whose parent is missing, or an empty name
         spec = None
-    if spec is None or not spec.submodule_search_locations:
+    if spec is None:
         raise FileNotFoundError(f"{key}: package {package!r} is not installed in this environment ({install_hint})")
+    if not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{key}: {package!r} is a module, not a package folder that ships files")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -48,10 +50,16 @@ def reviews_csv_path() -> Path:
 
 
 # A Hugging Face Hub id: `name` or `owner/name`, each part letters, digits, - _ . (not first or last,
-# no -- or ..), at most 96 characters: huggingface_hub's own rule (validate_repo_id).
+# no -- or .., not ending in .git), at most 96 characters: huggingface_hub's own rule (validate_repo_id).
 _HUB_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?$")
 
 
 def is_hub_id(text: str) -> bool:
     parts = text.split("/")
-    return len(parts) <= 2 and all(_HUB_PART.match(p) for p in parts) and "--" not in text and ".." not in text
+    return (
+        len(parts) <= 2
+        and all(_HUB_PART.match(p) for p in parts)
+        and "--" not in text
+        and ".." not in text
+        and not text.endswith(".git")
+    )

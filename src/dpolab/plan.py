@@ -79,7 +79,9 @@ def plan_rows(study: Study, n_params: int, counts: dict[str, int]) -> list[dict]
 
 
 def format_plan(study: Study, rows: list[dict]) -> str:
-    header = f"{'rule':<22} {'jobs':>5} {'GPUs/job':>8} {'nodes':>5} {'mem GB':>7} {'h/job':>7} {'GPU-h':>8}"
+    header = (
+        f"{'rule':<22} {'jobs':>5} {'GPUs/job':>8} {'nodes':>5} {'mem GB':>7} {'h/job':>7} {'job-h':>7} {'GPU-h':>8}"
+    )
     lines = [
         f"Plan of study {study.name} ({study.device}; runtimes are the jobs' requested limits, "
         "upper bounds with head-room):",
@@ -89,14 +91,13 @@ def format_plan(study: Study, rows: list[dict]) -> str:
     for row in rows:
         lines.append(
             f"{row['rule']:<22} {row['jobs']:>5} {row['gpus_per_job']:>8} {row['nodes']:>5} {row['mem_gb']:>7.1f} "
-            f"{row['hours_per_job']:>7.2f} {row['gpu_hours']:>8.1f}"
+            f"{row['hours_per_job']:>7.2f} {row['job_hours']:>7.1f} {row['gpu_hours']:>8.1f}"
         )
     jobs = sum(row["jobs"] for row in rows)
     gpu_hours = sum(row["gpu_hours"] for row in rows)
     lines.append("-" * len(header))
-    lines.append(
-        f"{'total':<22} {jobs:>5} {'':>8} {'':>5} {'':>7} {sum(r['job_hours'] for r in rows):>7.1f} {gpu_hours:>8.1f}"
-    )
+    job_hours = sum(row["job_hours"] for row in rows)
+    lines.append(f"{'total':<22} {jobs:>5} {'':>8} {'':>5} {'':>7} {'':>7} {job_hours:>7.1f} {gpu_hours:>8.1f}")
     widest = max((row["gpus_per_job"] for row in rows), default=0)
     if widest:
         lines.append(f"largest job: {widest} GPUs; GPU-hours are the sum of jobs x GPUs x requested hours")

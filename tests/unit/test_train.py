@@ -1,10 +1,16 @@
-"""The DPO jobs train with exactly the registry's functions: the trainer's first-step loss
-equals losses.compute() on the same batch, and no reference model is loaded."""
+"""Training (dpolab.train): the DPO jobs train with exactly the registry's functions (the trainer's
+first-step loss equals losses.compute() on the same batch, and no reference model is loaded),
+length-grouped log-probs, padding-free SFT, checkpoints at steps, and TRL's KTO and ORPO trainers
+held to the papers' formulas on fixed batches. (LoRA: test_train_lora.py.)"""
+
+import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dpolab import losses
 from dpolab.models import completion_logps, load_policy
@@ -16,7 +22,10 @@ from dpolab.train import (
     dpo_args,
     pairs_dataset,
     run_dpo,
+    run_kto,
+    run_orpo,
 )
+from dpolab.unpaired import unpair
 from helpers.examples import PAIRS
 
 CFG = DPOSettings(
@@ -251,3 +260,61 @@ def test_training_saves_the_policy_at_each_checkpoint_step(tiny_model_dir, tmp_p
     # three different policies: the checkpoints are the weights at their steps, not copies of the end
     assert not np.allclose(weights["step~1/model"], weights["step~2/model"])
     assert not np.allclose(weights["step~2/model"], weights["model"])
+
+
+# ---- KTO and ORPO (rule variants): TRL's trainers against the papers' formulas ------------------
+VARIANT_CFG = DPOSettings(
+    max_steps=1,
+    batch_size=8,
+    gradient_accumulation_steps=1,
+    learning_rate=1e-3,
+    warmup_steps=0,
+    max_length=32,
+    logging_steps=1,
+)
+
+
+def test_kto_first_step_is_the_papers_loss_at_the_reference(tiny_model_dir, tmp_path):
+    """At step 0 the policy is the reference: every reward r = log pi/ref = 0 and the KL
+    estimate z0 = 0, so KTO's value v = sigmoid(beta (r - z0)) = 1/2 for desirable and
+    sigmoid(beta (z0 - r)) = 1/2 for undesirable examples; the loss is the batch mean of
+    lambda_y (1 - v): with weights 2 and 1 and four examples of each, (4*2*0.5 + 4*1*0.5)/8."""
+    examples = unpair(PAIRS.head(4), examples_per_pair="both", seed=0)
+    run_kto(
+        tiny_model_dir,
+        examples,
+        VARIANT_CFG,
+        beta=0.1,
+        desirable_weight=2.0,
+        undesirable_weight=1.0,
+        seed=0,
+        out_dir=tmp_path,
+        use_cpu=True,
+        mlflow_active=False,
+    )
+    first = json.loads((tmp_path / "train_log.json").read_text())[0]
+    assert first["loss"] == pytest.approx(0.75, abs=1e-6)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6) and first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    assert (tmp_path / "model" / "model.safetensors").exists() and not list(tmp_path.rglob("*.bin"))
+
+
+def test_orpo_first_step_is_nll_plus_lambda_odds_ratio(tiny_model_dir, tmp_path):
+    """One pair per step, so the logged means are the pair's own values: the loss is
+    NLL(chosen) - lambda log sigmoid(log odds(y_w) - log odds(y_l)), odds(y) = p/(1-p) with p the
+    length-averaged likelihood of the response (Hong et al. 2024, Eqs. 4-7). TRL's NLL term
+    averages over the chosen sequence's prompt and response tokens (as its code says), so it
+    is taken from the log and the rest of the loss is recomputed from the logged log-probs."""
+    cfg = DPOSettings(**{**VARIANT_CFG.__dict__, "batch_size": 1})
+    beta = 0.25
+    run_orpo(tiny_model_dir, PAIRS.head(1), cfg, beta=beta, seed=0, out_dir=tmp_path, use_cpu=True, mlflow_active=False)
+    first = json.loads((tmp_path / "train_log.json").read_text())[0]
+    chosen, rejected = (
+        torch.tensor(first["logps/chosen"], dtype=torch.float64),
+        torch.tensor(first["logps/rejected"], dtype=torch.float64),
+    )
+    log_odds = (chosen - rejected) - (torch.log1p(-torch.exp(chosen)) - torch.log1p(-torch.exp(rejected)))
+    assert first["log_odds_chosen"] == pytest.approx(float(log_odds), rel=1e-4)
+    assert first["log_odds_ratio"] == pytest.approx(float(F.logsigmoid(log_odds)), rel=1e-4)
+    expected = first["nll_loss"] - beta * float(F.logsigmoid(log_odds))
+    assert first["loss"] == pytest.approx(expected, rel=1e-5)
+    assert math.isfinite(first["grad_norm"]) and first["grad_norm"] > 0

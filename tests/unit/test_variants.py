@@ -1,22 +1,19 @@
-"""Rule variants (workflow/rules/variants/): their config entries, the unpaired examples KTO
-learns from, and TRL's KTO and ORPO trainers held to the papers' formulas on fixed batches."""
+"""Rule variants (dpolab.variants, workflow/rules/variants/): their config entries, the docs'
+worked examples and the workflow's wiring. (The unpaired examples KTO learns from: test_unpaired.py;
+the KTO and ORPO trainers: test_train.py.)"""
 
 import copy
 import json
-import math
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from dpolab.config import ROOT, load_study
 from dpolab.errors import ConfigError
-from dpolab.train import DPOSettings, run_kto, run_orpo
-from dpolab.unpaired import unpair
 from helpers.examples import PAIRS as SIX_PAIRS
 
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
@@ -110,64 +107,6 @@ def test_unpaired_file_is_checked_when_the_config_is_read(tmp_path):
     garbage.write_bytes(b"not parquet at all")
     with pytest.raises(ConfigError, match=r"variants\.kto\.unpaired_data: cannot read .*garbage\.parquet as parquet"):
         load_study(_config({"kto": {"rule": "kto", "unpaired_data": str(garbage)}}, ["kto"]))
-
-
-# ---- TRL's trainers against the papers' formulas ----------------------------------------------
-CFG = DPOSettings(
-    max_steps=1,
-    batch_size=8,
-    gradient_accumulation_steps=1,
-    learning_rate=1e-3,
-    warmup_steps=0,
-    max_length=32,
-    logging_steps=1,
-)
-
-
-def test_kto_first_step_is_the_papers_loss_at_the_reference(tiny_model_dir, tmp_path):
-    """At step 0 the policy is the reference: every reward r = log pi/ref = 0 and the KL
-    estimate z0 = 0, so KTO's value v = sigmoid(beta (r - z0)) = 1/2 for desirable and
-    sigmoid(beta (z0 - r)) = 1/2 for undesirable examples; the loss is the batch mean of
-    lambda_y (1 - v): with weights 2 and 1 and four examples of each, (4*2*0.5 + 4*1*0.5)/8."""
-    examples = unpair(PAIRS, examples_per_pair="both", seed=0)
-    run_kto(
-        tiny_model_dir,
-        examples,
-        CFG,
-        beta=0.1,
-        desirable_weight=2.0,
-        undesirable_weight=1.0,
-        seed=0,
-        out_dir=tmp_path,
-        use_cpu=True,
-        mlflow_active=False,
-    )
-    first = json.loads((tmp_path / "train_log.json").read_text())[0]
-    assert first["loss"] == pytest.approx(0.75, abs=1e-6)
-    assert first["kl"] == pytest.approx(0.0, abs=1e-6) and first["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
-    assert (tmp_path / "model" / "model.safetensors").exists() and not list(tmp_path.rglob("*.bin"))
-
-
-def test_orpo_first_step_is_nll_plus_lambda_odds_ratio(tiny_model_dir, tmp_path):
-    """One pair per step, so the logged means are the pair's own values: the loss is
-    NLL(chosen) - lambda log sigmoid(log odds(y_w) - log odds(y_l)), odds(y) = p/(1-p) with p the
-    length-averaged likelihood of the response (Hong et al. 2024, Eqs. 4-7). TRL's NLL term
-    averages over the chosen sequence's prompt and response tokens (as its code says), so it
-    is taken from the log and the rest of the loss is recomputed from the logged log-probs."""
-    cfg = DPOSettings(**{**CFG.__dict__, "batch_size": 1})
-    beta = 0.25
-    run_orpo(tiny_model_dir, PAIRS.head(1), cfg, beta=beta, seed=0, out_dir=tmp_path, use_cpu=True, mlflow_active=False)
-    first = json.loads((tmp_path / "train_log.json").read_text())[0]
-    chosen, rejected = (
-        torch.tensor(first["logps/chosen"], dtype=torch.float64),
-        torch.tensor(first["logps/rejected"], dtype=torch.float64),
-    )
-    log_odds = (chosen - rejected) - (torch.log1p(-torch.exp(chosen)) - torch.log1p(-torch.exp(rejected)))
-    assert first["log_odds_chosen"] == pytest.approx(float(log_odds), rel=1e-4)
-    assert first["log_odds_ratio"] == pytest.approx(float(F.logsigmoid(log_odds)), rel=1e-4)
-    expected = first["nll_loss"] - beta * float(F.logsigmoid(log_odds))
-    assert first["loss"] == pytest.approx(expected, rel=1e-5)
-    assert math.isfinite(first["grad_norm"]) and first["grad_norm"] > 0
 
 
 # ---- the docs' worked examples (docs/variants.md) and the workflow's wiring ---------------------------------
