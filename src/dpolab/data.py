@@ -174,3 +174,15 @@ def build(cfg: DataConfig, out_dir: Path) -> dict:
     }
     (out_dir / "data_card.json").write_text(json.dumps(card, indent=2))
     return card
+
+
+def make_data(cfg: DataConfig, card_file: Path, *, log: bool = True) -> dict:
+    """The data job of the IMDb study: build() into card_file's folder; with `log`, the review
+    counts and the data card to the active MLflow run. Returns the card."""
+    card = build(cfg, Path(card_file).parent)
+    if log:
+        import mlflow
+
+        mlflow.log_metrics({f"reviews_{k}": v for k, v in card["reviews"].items()})
+        mlflow.log_artifact(str(card_file))
+    return card

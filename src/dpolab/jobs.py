@@ -178,9 +178,70 @@ def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> 
             **({"checkpoints": steps} if steps else {}),
         )
         if run is not None:
-            mlflow.log_metrics({"final_train_loss": result["train_loss"]})
-            tracking.log_model_dir(Path(snakemake.output.model), snakemake.config)
+            tracking.log_training_result(
+                {"final_train_loss": result["train_loss"]}, Path(snakemake.output.model), snakemake.config
+            )
     return result
+
+
+def train_sft(snakemake, *, base_dir: Path, texts: Path, model_dir: Path) -> dict:
+    """The sft rule: dpolab.train.run_sft on the base model and the SFT texts into model_dir's
+    folder, then the final loss, the adapter (peft.sft: lora, MBs beside the merged model) and
+    the model folder logged. With several processes per job, see launched_elsewhere."""
+    from dpolab.train import run_sft  # torch and TRL: only the training jobs import them
+
+    if launched_elsewhere(snakemake):
+        return {}
+    study = study_of(snakemake)
+    params = {"sft": study.section("sft"), "training": study.section("training"), "peft": study.section("peft")}
+    out_dir = model_dir.parent
+    with job(snakemake, "sft", params=params) as run:
+        result = run_sft(
+            base_dir,
+            texts,
+            study.sft,
+            out_dir,
+            use_cpu=study.device == "cpu",
+            mlflow_active=True,
+            **training_settings(study),
+        )
+        if run is not None:  # rank 0
+            tracking.log_training_result(
+                {"final_train_loss": result["train_loss"]},
+                model_dir,
+                snakemake.config,
+                folders={"adapter": out_dir / "adapter"},
+            )
+    return result
+
+
+def train_reward(
+    snakemake, *, base_dir: Path, train_pairs: Path, eval_pairs: Path, model_dir: Path, accuracy_file: Path
+) -> dict:
+    """The reward_model rule: dpolab.reward.train_reward_model on the base model and the reward
+    splits into model_dir's folder, then its metrics, accuracy_file and the model folder logged."""
+    import pandas as pd
+
+    from dpolab.reward import train_reward_model
+
+    if launched_elsewhere(snakemake):
+        return {}
+    study = study_of(snakemake)
+    params = {"reward_model": study.section("reward_model"), "training": study.section("training")}
+    with job(snakemake, "reward_model", params=params) as run:
+        metrics = train_reward_model(
+            base_dir,
+            pd.read_parquet(train_pairs),
+            pd.read_parquet(eval_pairs),
+            study.reward_model,
+            model_dir.parent,
+            use_cpu=study.device == "cpu",
+            mlflow_active=True,
+            **training_settings(study, with_peft=False),
+        )
+        if run is not None:  # rank 0
+            tracking.log_training_result(metrics, model_dir, snakemake.config, files=[accuracy_file])
+    return metrics
 
 
 def train_rule_variant(snakemake, train, *, settings: tuple[str, ...] = (), **data) -> dict:

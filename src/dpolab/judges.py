@@ -366,3 +366,19 @@ class LLMPairwiseJudge(Judge):
                 "verdict_swapped": swapped,
             }
         )
+
+
+def make_gold_judge(
+    reviews_file: Path, cfg: JudgeConfig, judge_dir: Path, accuracy_file: Path, *, log: bool = True
+) -> dict:
+    """The judge job: train_gold_judge on the reviews' train split into judge_dir, its held-out
+    accuracy copied to accuracy_file (the rule's report output); with `log`, the metrics and that
+    file to the active MLflow run. Returns the metrics."""
+    metrics = train_gold_judge(pd.read_parquet(reviews_file), cfg, Path(judge_dir))
+    Path(accuracy_file).write_text((Path(judge_dir) / "accuracy.json").read_text())
+    if log:
+        import mlflow
+
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+        mlflow.log_artifact(str(accuracy_file))
+    return metrics

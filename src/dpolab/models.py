@@ -152,3 +152,15 @@ def completion_logps(
             # token t+1 is predicted at position t: completion tokens sit at positions len(p)..len(p)+len(c)-1
             out.append(float(token_logps[i, len(p) - 1 : len(p) - 1 + len(c)].sum()))
     return np.array(out)
+
+
+def make_base_model(model_cfg: dict, model_dir: Path, *, log: bool = True) -> dict:
+    """The base_model job: prepare_base_model into model_dir; with `log`, its parameter count and
+    card to the active MLflow run. Returns the card."""
+    card = prepare_base_model(model_cfg, model_dir)
+    if log:
+        import mlflow
+
+        mlflow.log_metric("parameters", card["parameters"])
+        mlflow.log_dict(card, "model_card.json")
+    return card

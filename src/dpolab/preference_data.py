@@ -591,3 +591,26 @@ def sft_examples(dataset: Mapping, tokenizer, *, seed: int) -> pd.DataFrame:
 def _need_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("model: the model's tokenizer has no chat template, and sft.dataset is conversational")
+
+
+def make_preference_data(study, out: Mapping[str, Path], base_dir: Path, *, log: bool = True) -> dict:
+    """The data job of a preference study: build() with the base model's tokenizer (lengths and the
+    chat template are the policy's); with `log`, the counts and the data card (out["card"]) to the
+    active MLflow run. Returns the card."""
+    from transformers import AutoTokenizer
+
+    card = build(
+        study.data,
+        out,
+        AutoTokenizer.from_pretrained(base_dir),
+        sft_source=study.sft_source,
+        sft_dataset=study.sft_data.dataset,
+        reward_model=study.trains_reward_model,
+    )
+    if log:
+        import mlflow
+
+        counts = {"policy_pairs": card["policy_pairs"]["pairs"], "test_prompts": card["test_prompts"]}
+        mlflow.log_metrics({**counts, **card["counts"]})
+        mlflow.log_artifact(str(out["card"]))
+    return card

@@ -210,6 +210,23 @@ def log_model_dir(model_dir: Path | str, config: dict) -> bool:
     return True
 
 
+def log_training_result(
+    metrics: dict, model_dir: Path | str, config: dict, *, files=(), folders: dict | None = None
+) -> None:
+    """What a training job logs to its run when it ends: its numeric metrics (booleans and text
+    left out), `files` (e.g. the reward model's accuracy.json), each folder of `folders` that
+    exists under its name (e.g. peft.sft: lora's adapter beside the merged model), and the model
+    folder (log_model_dir)."""
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow.log_metrics(numbers)
+    for path in files:
+        mlflow.log_artifact(str(path))
+    for name, folder in (folders or {}).items():
+        if Path(folder).is_dir():
+            mlflow.log_artifacts(str(folder), artifact_path=name)
+    log_model_dir(model_dir, config)
+
+
 def log_study_results(study_run_file: Path | str, *, table, files: list, folders: dict[str, list]) -> None:
     """Log the study's summary table and files to the parent run (from inside a job's own run,
     so through the client: the parent is not reopened and its status stays as it is)."""

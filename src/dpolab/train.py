@@ -600,3 +600,31 @@ def run_orpo(
         peft_config=peft.lora_config() if peft else None,
     )
     return train_and_save(trainer, tokenizer, out_dir, checkpoints)
+
+
+def make_reference(
+    study, *, sft_dir: Path, pairs_file: Path, logps_file: Path, meta_file: Path, log: bool = True
+) -> pd.DataFrame:
+    """The reference job: compute_reference_logps of the SFT model on the pairs into logps_file's
+    folder (logps.parquet and meta.json, shared by every beta and loss); with `log`, the pair count
+    and mean log-probs and meta_file to the active MLflow run. Returns the log-probs."""
+    reference = compute_reference_logps(
+        Path(sft_dir),
+        pd.read_parquet(pairs_file),
+        study.dpo,
+        Path(logps_file).parent,
+        use_cpu=study.device == "cpu",
+        training=study.training,
+    )
+    if log:
+        import mlflow
+
+        mlflow.log_metrics(
+            {
+                "pairs": len(reference),
+                "ref_chosen_logps_mean": float(reference["ref_chosen_logps"].mean()),
+                "ref_rejected_logps_mean": float(reference["ref_rejected_logps"].mean()),
+            }
+        )
+        mlflow.log_artifact(str(meta_file))
+    return reference

@@ -9,6 +9,7 @@ from dpolab.data import (
     clean_review,
     human_continuation,
     load_imdb_reviews,
+    make_data,
     make_prompts,
 )
 
@@ -53,7 +54,9 @@ def test_imdb_reviews_from_package():
 def test_build_writes_the_same_data_twice(tmp_path):
     cfg = DataConfig(n_train_prompts=20, n_test_prompts=10, n_sft_texts=30)
     card = build(cfg, tmp_path / "a")
-    build(cfg, tmp_path / "b")
+    # the data job's own function: build() into the card's folder (MLflow logging off here)
+    assert make_data(cfg, tmp_path / "b" / "data_card.json", log=False) == card
+    assert (tmp_path / "b" / "data_card.json").read_text() == (tmp_path / "a" / "data_card.json").read_text()
     for name in ("prompts_train", "prompts_test", "sft_train"):
         pd.testing.assert_frame_equal(
             pd.read_parquet(tmp_path / "a" / f"{name}.parquet"), pd.read_parquet(tmp_path / "b" / f"{name}.parquet")

@@ -168,3 +168,21 @@ def test_gold_judge_round_trips_without_pickle(tmp_path):
 def test_vader_is_signed():
     scores = VaderJudge().score_texts(["I loved it, wonderful!", "Terrible, I hated it."])
     assert scores[0] > 0 > scores[1]
+
+
+def test_the_judge_job_trains_on_the_train_split_and_copies_its_accuracy(tmp_path):
+    from dpolab.judges import make_gold_judge
+
+    texts = ["great wonderful film", "awful boring mess", "wonderful acting great", "boring awful plot"] * 10
+    reviews = pd.DataFrame({"text": texts, "label": [1, 0, 1, 0] * 10, "split": ["train"] * 24 + ["eval"] * 16})
+    reviews.to_parquet(tmp_path / "reviews.parquet")
+    metrics = make_gold_judge(
+        tmp_path / "reviews.parquet",
+        JudgeConfig(max_features=100, ngram_max=1),
+        tmp_path / "judge",
+        tmp_path / "accuracy.json",
+        log=False,
+    )
+    assert (tmp_path / "accuracy.json").read_text() == (tmp_path / "judge" / "accuracy.json").read_text()
+    assert GoldJudge.load(tmp_path / "judge").score_texts(["great"])[0] > 0.5
+    assert all(isinstance(v, float) for k, v in metrics.items() if "accuracy" in k)

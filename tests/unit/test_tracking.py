@@ -222,3 +222,23 @@ def test_model_folder_and_study_results_are_logged(study):
     parent = {a.path for a in client.list_artifacts(info["parent_run_id"])}
     assert {"summary.csv", "summary_table.json", "study"} <= parent
     assert client.get_run(info["parent_run_id"]).info.status == "FINISHED"  # not reopened
+
+
+def test_a_training_jobs_result_logs_its_numbers_files_and_folders(study):
+    study_dir, info, client = study
+    model, adapter, missing = study_dir / "model", study_dir / "adapter", study_dir / "no_such_folder"
+    for folder in (model, adapter):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    accuracy = study_dir / "accuracy.json"
+    accuracy.write_text('{"accuracy": 0.9}')
+    config = read_study(ROOT / "configs" / "smoke.yaml").to_dict()
+    metrics = {"accuracy": 0.9, "pairs": 12, "converged": True, "note": "text"}
+    with tracking.job_run(study_dir / "study_run.json", rule="reward_model", stage="reward_model", name="rm") as run:
+        tracking.log_training_result(
+            metrics, model, config, files=[accuracy], folders={"adapter": adapter, "gone": missing}
+        )
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged == {"accuracy": 0.9, "pairs": 12.0}  # booleans and text left out
+    found = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert found == {"accuracy.json", "adapter", "model"}  # a folder that does not exist is skipped

@@ -318,3 +318,23 @@ def test_orpo_first_step_is_nll_plus_lambda_odds_ratio(tiny_model_dir, tmp_path)
     expected = first["nll_loss"] - beta * float(F.logsigmoid(log_odds))
     assert first["loss"] == pytest.approx(expected, rel=1e-5)
     assert math.isfinite(first["grad_norm"]) and first["grad_norm"] > 0
+
+
+def test_the_reference_job_writes_the_shared_log_probs_of_every_pair(tiny_model_dir, tmp_path):
+    from dpolab.config import ROOT, read_study
+    from dpolab.train import make_reference
+
+    study = read_study(ROOT / "configs" / "smoke.yaml", check_environment=False)
+    PAIRS.to_parquet(tmp_path / "pairs.parquet")
+    reference = make_reference(
+        study,
+        sft_dir=tiny_model_dir,
+        pairs_file=tmp_path / "pairs.parquet",
+        logps_file=tmp_path / "reference" / "logps.parquet",
+        meta_file=tmp_path / "reference" / "meta.json",
+        log=False,
+    )
+    assert sorted(reference["pair_id"]) == sorted(PAIRS["pair_id"])
+    assert (reference[["ref_chosen_logps", "ref_rejected_logps"]] < 0).all().all()
+    assert json.loads((tmp_path / "reference" / "meta.json").read_text())
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "reference" / "logps.parquet"), reference)

@@ -1,13 +1,8 @@
 from pathlib import Path
 
-import mlflow
-
 from dpolab import jobs
-from dpolab.data import build
+from dpolab.data import make_data
 
 study = jobs.study_of(snakemake)
-cfg = study.data
 with jobs.job(snakemake, "data", params={"data": study.section("data")}):
-    card = build(cfg, Path(snakemake.output.card).parent)
-    mlflow.log_metrics({f"reviews_{k}": v for k, v in card["reviews"].items()})
-    mlflow.log_artifact(snakemake.output.card)
+    make_data(study.data, Path(snakemake.output.card))
