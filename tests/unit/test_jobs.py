@@ -12,12 +12,13 @@ import copy
 import json
 import logging
 import os
+import subprocess
 import sys
 import types
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Wildcards
 
@@ -29,8 +30,6 @@ from dpolab.jobs import (
     job_record,
     launched_elsewhere,
     redirect_output,
-    set_threads,
-    setup,
     study_of,
     temperatures_tag,
     training_settings,
@@ -76,13 +75,6 @@ def no_launch(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _snakemake(tmp_path, config=None, **changes):
     """What a dpo job's script gets, as far as dpolab.jobs reads it."""
     fields = dict(
@@ -124,33 +116,57 @@ def test_redirect_output_appends_and_makes_the_folder(tmp_path):
     assert log.read_text() == "first\nsecond\n"
 
 
-def test_set_threads_sets_torch_and_openmp(monkeypatch, torch_threads):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    set_threads(2)
-    assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "2"
-    set_threads(0)  # at least one
-    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+# Threads are set in a fresh process, as a job's script runs: in the test process an inference
+# engine started by an earlier test may already hold OpenMP at one thread.
+THREADS_PROBE = """
+import json, os, sys, types
+import torch
+from dpolab.jobs import set_threads, setup
+job = json.loads(sys.argv[1])
+if job["setup"]:
+    setup(types.SimpleNamespace(log=[job["log"]], threads=job["threads"]))
+else:
+    set_threads(job["threads"])
+seen = {"torch": torch.get_num_threads(), "omp": os.environ["OMP_NUM_THREADS"],
+        "mkl": os.environ["MKL_NUM_THREADS"], "telemetry": os.environ.get("MLFLOW_DISABLE_TELEMETRY")}
+open(job["result"], "w").write(json.dumps(seen))  # stdout may be the job's log by now
+"""
 
 
-def test_setup_gives_each_launched_process_its_share_of_the_threads(tmp_path, monkeypatch, torch_threads):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
-    for name, value in (("LOCAL_RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_WORLD_SIZE", "2")):
-        monkeypatch.setenv(name, value)
-    snakemake = _snakemake(tmp_path, threads=4)
-    with restored_output():
-        setup(snakemake)
-    assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
-    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
-    assert (tmp_path / "results/smoke/logs/dpo/variant~dpo.log").is_file()
+def threads_in_a_job(threads: int, tmp_path: Path, *, log: Path | None = None, **env) -> dict:
+    """set_threads(threads), or setup() of a job with `threads` when `log` is given, in a fresh
+    process with OMP_NUM_THREADS=1 and `env`; what torch and the environment then say."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE")
+    }
+    environment.pop("MLFLOW_DISABLE_TELEMETRY", None)
+    job = {"threads": threads, "setup": log is not None, "log": str(log), "result": str(tmp_path / "threads.json")}
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE, json.dumps(job)],
+        env={**environment, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "threads.json").read_text())
 
 
-def test_setup_outside_a_launch_uses_every_thread_of_the_job(tmp_path, monkeypatch, no_launch, torch_threads):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # ignored: not a launched process
-    with restored_output():
-        setup(_snakemake(tmp_path, threads=2))
-    assert torch.get_num_threads() == 2
+def test_set_threads_sets_torch_and_openmp(tmp_path):
+    assert threads_in_a_job(2, tmp_path) == {"torch": 2, "omp": "2", "mkl": "2", "telemetry": None}
+    assert threads_in_a_job(0, tmp_path)["torch"] == 1  # at least one
+
+
+def test_setup_gives_each_launched_process_its_share_of_the_threads(tmp_path):
+    log = tmp_path / "logs" / "dpo" / "variant~dpo.log"
+    seen = threads_in_a_job(4, tmp_path, log=log, LOCAL_RANK="0", WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    assert seen == {"torch": 2, "omp": "2", "mkl": "2", "telemetry": "true"}
+    assert log.is_file()  # the job's output goes to its log
+
+
+def test_setup_outside_a_launch_uses_every_thread_of_the_job(tmp_path):
+    # LOCAL_WORLD_SIZE alone is ignored: not a launched process
+    assert threads_in_a_job(2, tmp_path, log=tmp_path / "job.log", LOCAL_WORLD_SIZE="2")["torch"] == 2
 
 
 def test_grid_tags_keep_grid_wildcards_and_split_a_policy():

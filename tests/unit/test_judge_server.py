@@ -93,6 +93,7 @@ def test_server_command_adds_the_served_name_last_and_extra_arguments():
 
 def test_server_env_sets_the_cpu_settings_and_leaves_os_environ_alone(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("VLLM_CACHE_ROOT", raising=False)  # an engine started earlier in this process sets it
     monkeypatch.setenv("DPOLAB_TEST_MARKER", "kept")
     env = server_env(tmp_path / "cache")
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
