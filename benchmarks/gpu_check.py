@@ -61,7 +61,7 @@ Here, on the CPU, the same parts at toy sizes (fp32):
     python benchmarks/gpu_check.py --prepared .gpu-check --device cpu --quick
     python benchmarks/gpu_check.py --prepare DIR --quick --device cpu --models smoke   # both steps, one process
 
-(tests/project/test_gpu_check.py runs the last one.)
+(tests/e2e/test_gpu_check.py runs the last one.)
 
 Options: --steps N (training steps per part), --models smoke,default, --peak-tflops F (the GPU's
 bf16 dense peak; else KNOWN_PEAKS below by device name, else the measured bf16 matmul peak),

@@ -1,5 +1,6 @@
-"""The judge interface: a reward model built here, and the pairwise LLM judge on vLLM with a
-tiny local model (mechanics: both orders, label parsing, position bias)."""
+"""The judges (dpolab.judges): a reward model built here, the gold classifier and VADER, the judge
+config's errors, and the LLM judge's label check. (The LLM judge on a real vLLM engine:
+tests/e2e/test_judges.py.)"""
 
 import numpy as np
 import pandas as pd
@@ -16,8 +17,6 @@ from dpolab.judges import (
     LLMPairwiseJudge,
     RewardModelJudge,
     VaderJudge,
-    combine_orders,
-    position_bias,
     preference_from_scores,
 )
 
@@ -100,33 +99,6 @@ def test_primary_judge_must_exist():
 def test_vader_compares_by_scores():
     table = VaderJudge().compare(PROMPTS, GOOD, BAD)
     assert table["preference"].tolist() == [1.0, 1.0, 1.0, 1.0]
-
-
-@pytest.fixture(scope="module")
-def llm_judge(vllm_model_dir, tmp_path_factory):
-    return LLMPairwiseJudge("llm", str(vllm_model_dir), max_model_len=256, cache_dir=tmp_path_factory.mktemp("vllm"))
-
-
-def test_llm_judge_judges_both_orders(llm_judge):
-    table = llm_judge.compare(PROMPTS, GOOD, BAD)
-    assert list(table.columns) == ["preference", "verdict_in_order", "verdict_swapped"]
-    verdicts = set(table["verdict_in_order"]) | set(table["verdict_swapped"])
-    assert verdicts <= {"first", "second", "tie"}
-    assert table["preference"].tolist() == combine_orders(table["verdict_in_order"], table["verdict_swapped"]).tolist()
-    # the swapped order is a separate judgment of the same pair: judge it alone and compare
-    assert llm_judge.verdicts(PROMPTS, BAD, GOOD) == table["verdict_swapped"].tolist()
-    assert llm_judge.compare(PROMPTS, GOOD, BAD).equals(table)  # greedy: deterministic
-    bias = position_bias(pd.concat([table["verdict_in_order"], table["verdict_swapped"]]))
-    assert bias["verdicts"] == 2 * len(PROMPTS) and 0.0 <= bias["tie_share"] <= 1.0
-
-
-def test_llm_judge_first_slot_share_of_an_identical_pair(llm_judge):
-    """With the same response in both slots any decided verdict is pure position bias."""
-    verdicts = llm_judge.verdicts(PROMPTS, GOOD, GOOD)
-    bias = position_bias(verdicts)
-    decided = [v for v in verdicts if v != "tie"]
-    if decided:
-        assert bias["first_slot_share"] == sum(v == "first" for v in decided) / len(decided)
 
 
 def test_llm_judge_labels_must_be_single_tokens(vllm_model_dir, tmp_path):
