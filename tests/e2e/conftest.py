@@ -55,18 +55,24 @@ def _lose_jobs_while_running(cluster: SlurmCluster, url: str, process: subproces
         for run in running:
             job_id, name = run.data.tags.get("slurm_job_id"), run.info.run_name
             if name == "pairs" and "cancelled" not in lost:
-                cluster.command("scancel", job_id)
+                cluster.command("scancel", job_id, tries=10)
                 lost["cancelled"] = {"run_id": run.info.run_id, "slurm_job_id": job_id}
             elif name == "generate/policy~sft" and "timed_out" not in lost:
-                limit = cluster.command("squeue", "-h", "-j", job_id, "-o", "%l").strip()  # from the rule's runtime
-                cluster.command("scontrol", "update", f"JobId={job_id}", "EndTime=now")
-                # slurmctld checks time limits on its own period (tens of seconds): on a quiet machine the
-                # job could finish first. Paused, it is still there when SLURM enforces the limit (its
-                # SIGTERM waits, the SIGKILL after KillWait does not).
+                # Paused first: slurmctld checks time limits on its own period (tens of seconds), and on a
+                # quiet machine the job could finish before it; paused, it is still there when SLURM
+                # enforces the limit (its SIGTERM waits, the SIGKILL after KillWait does not).
+                pid = int(run.data.tags["pid"])
                 try:
-                    os.kill(int(run.data.tags["pid"]), signal.SIGSTOP)
+                    os.kill(pid, signal.SIGSTOP)
                 except ProcessLookupError:
-                    pass
+                    continue  # already done: RUNNING in a search made before its run ended
+                try:
+                    limit = cluster.command("squeue", "-h", "-j", job_id, "-o", "%l", tries=10).strip()
+                    # slurmctld, busy with the jobs beside it, can time out an RPC: a few tries
+                    cluster.command("scontrol", "update", f"JobId={job_id}", "EndTime=now", tries=10)
+                except AssertionError:
+                    os.kill(pid, signal.SIGCONT)  # not left paused for the rest of the session
+                    raise
                 lost["timed_out"] = {"run_id": run.info.run_id, "slurm_job_id": job_id, "time_limit": limit}
         time.sleep(0.5)  # the tracking server is also serving six jobs
     assert len(lost) == 2, f"not both jobs were seen running: {lost}"

@@ -105,8 +105,15 @@ class SlurmCluster:
 
         subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "stop.sh")], env=self.env, timeout=120, check=False)
 
-    def command(self, *args: str) -> str:
-        return subprocess.run(list(args), env=self.env, capture_output=True, text=True, check=True, timeout=60).stdout
+    def command(self, *args: str, tries: int = 1) -> str:
+        """A SLURM command's output; one that fails `tries` times (a second apart) fails the test
+        with its stderr."""
+        for _ in range(tries):
+            done = subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=60)
+            if done.returncode == 0:
+                return done.stdout
+            time.sleep(1)
+        raise AssertionError(f"{' '.join(args)} failed {tries} time(s): {done.stderr.strip()} {done.stdout.strip()}")
 
 
 # The shipped profile plus what is particular to this one-node test site: one thread per job
