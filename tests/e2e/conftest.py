@@ -116,6 +116,7 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
     ]
     slurm_env = dict(slurm_cluster.env, OMP_NUM_THREADS="1")
     started = time.monotonic()
+    launched: list[subprocess.Popen] = []
     try:
         with open(root / "sqlite.log", "w") as sqlite_log:
             sqlite_run = subprocess.Popen(
@@ -129,6 +130,7 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
                 stderr=subprocess.STDOUT,
                 text=True,
             )
+            launched += [sqlite_run, first]
             lost = _lose_jobs_while_running(slurm_cluster, server.url, first)
             first_output, _ = first.communicate(timeout=1500)
             (root / "slurm_faults.log").write_text(first_output)
@@ -159,4 +161,17 @@ def smoke_studies(tmp_path_factory, slurm_cluster):
             slurm_wall_s,
         )
     finally:
+        stop_left_running(launched)
         server.stop()
+
+
+def stop_left_running(processes: list[subprocess.Popen]) -> None:
+    """After a failure: Snakemake runs still going are stopped (SIGTERM, which Snakemake passes to its
+    jobs), so they do not slow every later test of the session."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
