@@ -152,67 +152,81 @@ def training_settings(study: Study, *, with_peft: bool = True) -> dict:
     return {"training": study.training, **({"peft": study.peft} if with_peft else {})}
 
 
+def _training_job(snakemake, stage: str, params: dict, train, *, model_dir: Path, logged, tags=None, **logs) -> dict:
+    """A training job: its run (`stage`, `params`, `tags`), `train()`, then on rank 0 what
+    `logged(result)` picks, the model folder and `logs` (files=, folders=: tracking.log_training_result).
+    With several processes per job, see launched_elsewhere (the job's own process returns {})."""
+    if launched_elsewhere(snakemake):
+        return {}
+    with job(snakemake, stage, params=params) as run:
+        if run is not None and tags:  # rank 0
+            mlflow.set_tags(tags)
+        result = train()
+        if run is not None:
+            tracking.log_training_result(logged(result), model_dir, snakemake.config, **logs)
+    return result
+
+
+def _final_loss(result: dict) -> dict:
+    return {"final_train_loss": result["train_loss"]}
+
+
 def train_policy(snakemake, train, *, params: dict, tags: dict, **arguments) -> dict:
     """A training job on the output contract (the dpo rule and the rule variants): its run
     (stage dpo, with `tags`), `train(**arguments, out_dir=, use_cpu=, mlflow_active=True,
     training=, peft=)` writing model/ (a LoRA adapter with peft:) and train_log.json, then the
-    final loss and the model folder logged. With several processes per job, see launched_elsewhere."""
-    if launched_elsewhere(snakemake):
-        return {}
+    final loss and the model folder logged."""
     study = study_of(snakemake)
     settings = {
         "training": study.section("training"),
         "peft": study.section("peft"),
         "distributed": study.section("distributed"),
     }
-    with job(snakemake, "dpo", params={**params, **settings}) as run:
-        if run is not None:  # rank 0
-            mlflow.set_tags({**tags, "policy_format": "lora_adapter" if study.peft else "full"})
-        steps = study.checkpoint_steps(snakemake.wildcards.variant)  # the rule's outputs declare them
-        result = train(
+    model_dir = Path(snakemake.output.model)
+    steps = study.checkpoint_steps(snakemake.wildcards.variant)  # the rule's outputs declare them
+    return _training_job(
+        snakemake,
+        "dpo",
+        {**params, **settings},
+        lambda: train(
             **arguments,
-            out_dir=Path(snakemake.output.model).parent,
+            out_dir=model_dir.parent,
             use_cpu=study.device == "cpu",
             mlflow_active=True,
             **training_settings(study),
             **({"checkpoints": steps} if steps else {}),
-        )
-        if run is not None:
-            tracking.log_training_result(
-                {"final_train_loss": result["train_loss"]}, Path(snakemake.output.model), snakemake.config
-            )
-    return result
+        ),
+        model_dir=model_dir,
+        logged=_final_loss,
+        tags={**tags, "policy_format": "lora_adapter" if study.peft else "full"},
+    )
 
 
 def train_sft(snakemake, *, base_dir: Path, texts: Path, model_dir: Path) -> dict:
     """The sft rule: dpolab.train.run_sft on the base model and the SFT texts into model_dir's
     folder, then the final loss, the adapter (peft.sft: lora, MBs beside the merged model) and
-    the model folder logged. With several processes per job, see launched_elsewhere."""
+    the model folder logged."""
     from dpolab.train import run_sft  # torch and TRL: only the training jobs import them
 
-    if launched_elsewhere(snakemake):
-        return {}
     study = study_of(snakemake)
     params = {"sft": study.section("sft"), "training": study.section("training"), "peft": study.section("peft")}
-    out_dir = model_dir.parent
-    with job(snakemake, "sft", params=params) as run:
-        result = run_sft(
+    return _training_job(
+        snakemake,
+        "sft",
+        params,
+        lambda: run_sft(
             base_dir,
             texts,
             study.sft,
-            out_dir,
+            model_dir.parent,
             use_cpu=study.device == "cpu",
             mlflow_active=True,
             **training_settings(study),
-        )
-        if run is not None:  # rank 0
-            tracking.log_training_result(
-                {"final_train_loss": result["train_loss"]},
-                model_dir,
-                snakemake.config,
-                folders={"adapter": out_dir / "adapter"},
-            )
-    return result
+        ),
+        model_dir=model_dir,
+        logged=_final_loss,
+        folders={"adapter": model_dir.parent / "adapter"},
+    )
 
 
 def train_reward(
@@ -224,12 +238,13 @@ def train_reward(
 
     from dpolab.reward import train_reward_model
 
-    if launched_elsewhere(snakemake):
-        return {}
     study = study_of(snakemake)
     params = {"reward_model": study.section("reward_model"), "training": study.section("training")}
-    with job(snakemake, "reward_model", params=params) as run:
-        metrics = train_reward_model(
+    return _training_job(
+        snakemake,
+        "reward_model",
+        params,
+        lambda: train_reward_model(
             base_dir,
             pd.read_parquet(train_pairs),
             pd.read_parquet(eval_pairs),
@@ -238,10 +253,11 @@ def train_reward(
             use_cpu=study.device == "cpu",
             mlflow_active=True,
             **training_settings(study, with_peft=False),
-        )
-        if run is not None:  # rank 0
-            tracking.log_training_result(metrics, model_dir, snakemake.config, files=[accuracy_file])
-    return metrics
+        ),
+        model_dir=model_dir,
+        logged=lambda metrics: metrics,
+        files=[accuracy_file],
+    )
 
 
 def train_rule_variant(snakemake, train, *, settings: tuple[str, ...] = (), **data) -> dict:

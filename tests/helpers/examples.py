@@ -1,10 +1,14 @@
 """Fixed example data more than one test module reads: preference pairs for the trainers, a judged
 study for compare, evaluate metrics rows with checkpoints, and a simulated study for the summary."""
 
+import copy
+
 import numpy as np
 import pandas as pd
+import yaml
 
 from dpolab.aggregate import StudyTables
+from dpolab.config import ROOT
 
 SEEDS, PROMPTS = 3, 64
 COMPARE_PROMPTS = 40  # prompts of scored_samples
@@ -202,3 +206,19 @@ def perturbed_copy(model_dir, out):
     other.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return other
+
+
+SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+
+
+def smoke_with(**evaluation) -> dict:
+    """A copy of configs/smoke.yaml with `evaluation` keys changed."""
+    config = copy.deepcopy(SMOKE)
+    config.setdefault("evaluation", {}).update(evaluation)
+    return config
+
+
+# a prompt, a positive and a negative continuation of it, four times (the judges' tests)
+JUDGE_PROMPTS = ["This movie was", "I watched it and", "The acting", "What a"]
+GOOD = [" wonderful and moving.", " loved every minute of it.", " is superb.", " great film!"]
+BAD = [" dull.", " hated it, a terrible waste of time.", " is awful.", " mess."]

@@ -11,6 +11,7 @@ import yaml
 from dpolab.config import ROOT, check_duplicate_keys, load_study, read_study
 from dpolab.errors import ConfigError
 from dpolab.study import format_value
+from helpers.examples import smoke_with
 
 DEFAULT = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
 
@@ -30,13 +31,6 @@ def _config(**changes):
 
 
 _DELETE = object()
-SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-
-
-def smoke_with(**evaluation):
-    config = copy.deepcopy(SMOKE)
-    config.setdefault("evaluation", {}).update(evaluation)
-    return config
 
 
 def test_shipped_configs_are_valid_and_get_schema_defaults():

@@ -19,10 +19,7 @@ from dpolab.judges import (
     VaderJudge,
     preference_from_scores,
 )
-
-PROMPTS = ["This movie was", "I watched it and", "The acting", "What a"]
-GOOD = [" wonderful and moving.", " loved every minute of it.", " is superb.", " great film!"]
-BAD = [" dull.", " hated it, a terrible waste of time.", " is awful.", " mess."]
+from helpers.examples import BAD, GOOD, JUDGE_PROMPTS
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +40,17 @@ def test_reward_model_scores_are_the_heads_logit_whatever_the_batch(reward_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     judge = RewardModelJudge("rm", str(reward_model_dir), batch_size=3)
-    scores = judge.score(PROMPTS, GOOD)
+    scores = judge.score(JUDGE_PROMPTS, GOOD)
     model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
     with torch.no_grad():  # one text at a time: no padding at all
-        expected = [model(**tokenizer(p + c, return_tensors="pt")).logits[0, 0].item() for p, c in zip(PROMPTS, GOOD)]
+        expected = [
+            model(**tokenizer(p + c, return_tensors="pt")).logits[0, 0].item() for p, c in zip(JUDGE_PROMPTS, GOOD)
+        ]
     assert scores.tolist() == pytest.approx(expected, abs=1e-4)
     assert len(set(np.round(scores, 6))) == len(scores)  # a real head, not a constant
-    table = judge.compare(PROMPTS, GOOD, BAD)
-    assert table["preference"].tolist() == np.where(scores > judge.score(PROMPTS, BAD), 1.0, 0.0).tolist()
+    table = judge.compare(JUDGE_PROMPTS, GOOD, BAD)
+    assert table["preference"].tolist() == np.where(scores > judge.score(JUDGE_PROMPTS, BAD), 1.0, 0.0).tolist()
 
 
 def test_reward_model_judge_from_config(reward_model_dir):
@@ -63,7 +62,7 @@ def test_reward_model_judge_from_config(reward_model_dir):
         },
     )
     judge = make_judge("rm", study.section("judges")["rm"])
-    assert judge.name == "rm" and not judge.pairwise and judge.score(PROMPTS[:1], GOOD[:1]).shape == (1,)
+    assert judge.name == "rm" and not judge.pairwise and judge.score(JUDGE_PROMPTS[:1], GOOD[:1]).shape == (1,)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +96,7 @@ def test_primary_judge_must_exist():
 
 
 def test_vader_compares_by_scores():
-    table = VaderJudge().compare(PROMPTS, GOOD, BAD)
+    table = VaderJudge().compare(JUDGE_PROMPTS, GOOD, BAD)
     assert table["preference"].tolist() == [1.0, 1.0, 1.0, 1.0]
 
 

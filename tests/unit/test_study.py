@@ -1,20 +1,10 @@
 """The study a config describes (dpolab.study): its grid points, policies and their paths."""
 
-import copy
-
 import pytest
-import yaml
 
-from dpolab.config import ROOT, load_study
+from dpolab.config import load_study
 from dpolab.study import parse_policy
-
-SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-
-
-def smoke_with(**evaluation):
-    config = copy.deepcopy(SMOKE)
-    config.setdefault("evaluation", {}).update(evaluation)
-    return config
+from helpers.examples import SMOKE, smoke_with
 
 
 def test_checkpoint_policies_are_the_checkpointed_grid_points_at_each_step():
